@@ -1,0 +1,160 @@
+"""Registry of pretrained files: name -> URL, sha256, file name under the weights folder.
+
+Files are cached under ``$KEEP_WEIGHTS_DIR`` (default: ``weights/`` of the current directory if it
+exists, else ``~/.cache/keep/weights``). A download streams to ``<file>.part`` with a tqdm progress bar,
+checks the sha256 and renames atomically; offline it fails with a message naming the file, the URL and
+the place to put it by hand.
+
+About the hashes: the release files carry the first 8 hex digits of their sha256 in their names
+(``KEEP-a1a14d46.pth``); where the full digest has not been published we verify that prefix. Files
+whose upstream publishes no digest at all have an empty ``sha256`` here: they are checked for size
+only and their digest is printed so a user can compare it with a trusted copy.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional
+
+from tqdm import tqdm
+
+KEEP_RELEASE = "https://github.com/jnjaby/KEEP/releases/download"
+CODEFORMER_RELEASE = "https://github.com/sczhou/CodeFormer/releases/download/v0.1.0"
+FACEXLIB_RELEASE = "https://github.com/xinntao/facexlib/releases/download"
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    name: str            # registry name, e.g. "keep-v1"
+    url: str
+    filename: str        # file name on disk
+    subdir: str          # folder under the weights dir
+    sha256: str          # full digest, or a prefix (at least 8 hex digits)
+    description: str
+
+    def path(self, root: Optional[Path] = None) -> Path:
+        return Path(root or weights_dir()) / self.subdir / self.filename
+
+
+WEIGHTS: Dict[str, WeightFile] = {}
+
+
+def _add(*args: str) -> None:
+    item = WeightFile(*args)
+    if item.name in WEIGHTS:
+        raise KeyError(f"weight file '{item.name}' registered twice")
+    WEIGHTS[item.name] = item
+
+
+# KEEP releases. v1.0.0 general is the default (same network; CFT/CFA named cft.*/cfa.*).
+_add("keep-v1", f"{KEEP_RELEASE}/v1.0.0/KEEP-b76feb75.pth", "KEEP-b76feb75.pth", "KEEP", "b76feb75",
+     "KEEP v1.0.0 general model (default)")
+_add("keep-v1-asian", f"{KEEP_RELEASE}/v1.0.0/KEEP_Asian-4765ebe0.pth", "KEEP_Asian-4765ebe0.pth", "KEEP",
+     "4765ebe0", "KEEP v1.0.0 model fine-tuned on Asian faces")
+_add("keep-v0.1", f"{KEEP_RELEASE}/v0.1.0/KEEP-a1a14d46.pth", "KEEP-a1a14d46.pth", "KEEP", "a1a14d46",
+     "KEEP v0.1.0 (ECCV 2024 release, raw state dict)")
+# Flow: GMFlow Sintel (no refinement), the likely stage III init; KEEP checkpoints already contain it.
+_add("gmflow-sintel", "https://huggingface.co/PKUWilliamYang/Rerender/resolve/main/models/gmflow_sintel-0c07dcb3.pth",
+     "gmflow_sintel-0c07dcb3.pth", "GMFlow", "0c07dcb3", "GMFlow (Sintel fine-tuned, no refinement)")
+# Face helpers.
+_add("retinaface-resnet50", f"{FACEXLIB_RELEASE}/v0.1.0/detection_Resnet50_Final.pth",
+     "detection_Resnet50_Final.pth", "facelib", "", "RetinaFace ResNet-50 face detector")
+_add("parsenet", f"{CODEFORMER_RELEASE}/parsing_parsenet.pth", "parsing_parsenet.pth", "facelib",
+     "", "ParseNet face parsing (paste-back mask)")
+_add("realesrgan-x2", f"{CODEFORMER_RELEASE}/RealESRGAN_x2plus.pth", "RealESRGAN_x2plus.pth", "realesrgan",
+     "", "Real-ESRGAN x2 (background / face upsampler)")
+# Training initialisations and metrics.
+_add("codeformer-vqgan", f"{CODEFORMER_RELEASE}/vqgan_code1024.pth", "vqgan_code1024.pth", "CodeFormer",
+     "", "CodeFormer VQGAN (optional stage I init)")
+_add("arcface-resnet18", "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/arcface_resnet18.pth",
+     "arcface_resnet18.pth", "metrics", "", "ArcFace ResNet-18 (IDS metric)")
+_add("vgg19", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", "vgg19-dcbb9e9d.pth", "torchvision",
+     "dcbb9e9d", "VGG-19 ImageNet (perceptual loss)")
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """A pretrained file is absent and cannot be downloaded."""
+
+
+def weights_dir() -> Path:
+    env = os.environ.get("KEEP_WEIGHTS_DIR")
+    if env:
+        return Path(env).expanduser()
+    local = Path.cwd() / "weights"
+    if local.is_dir():
+        return local
+    return Path.home() / ".cache" / "keep" / "weights"
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _manual_hint(item: WeightFile, dest: Path) -> str:
+    return (f"download {item.filename} from {item.url} and put it at {dest} "
+            f"(or set KEEP_WEIGHTS_DIR to the folder that holds {item.subdir}/{item.filename})")
+
+
+def get_weight(name: str, download: bool = True, root: Optional[Path] = None, progress: bool = True) -> Path:
+    """Return the local path of registered file ``name``, downloading it on first use."""
+    if name not in WEIGHTS:
+        raise KeyError(f"unknown weight file '{name}'; known: {', '.join(sorted(WEIGHTS))}")
+    item = WEIGHTS[name]
+    dest = item.path(root)
+    if dest.is_file():
+        return dest
+    if not download:
+        raise WeightsNotFoundError(f"{item.description} is missing: {_manual_hint(item, dest)}")
+    return download_weight(name, root=root, progress=progress)
+
+
+def download_weight(name: str, root: Optional[Path] = None, progress: bool = True, timeout: float = 30.0) -> Path:
+    item = WEIGHTS[name]
+    dest = item.path(root)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    try:
+        request = urllib.request.Request(item.url, headers={"User-Agent": "keep-vsr"})
+        with urllib.request.urlopen(request, timeout=timeout) as response, open(part, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=item.filename, disable=not progress) as bar:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    out.write(block)
+                    bar.update(len(block))
+    except (urllib.error.URLError, OSError, TimeoutError) as err:
+        part.unlink(missing_ok=True)
+        raise WeightsNotFoundError(
+            f"could not download {item.filename} ({err}); this machine may be offline: "
+            f"{_manual_hint(item, dest)}") from err
+    digest = sha256_of(part)
+    if not item.sha256:
+        tqdm.write(f"{item.filename}: sha256 {digest} (no published digest to compare with)")
+    elif not digest.startswith(item.sha256):
+        part.unlink(missing_ok=True)
+        raise WeightsNotFoundError(
+            f"{item.filename}: sha256 {digest[:16]}... does not match the expected {item.sha256}; "
+            f"the download is corrupt or the file changed upstream. {_manual_hint(item, dest)}")
+    os.replace(part, dest)
+    return dest
+
+
+def verify_weight(name: str, root: Optional[Path] = None) -> bool:
+    item = WEIGHTS[name]
+    return bool(item.sha256) and sha256_of(item.path(root)).startswith(item.sha256)
+
+
+def copy_into_cache(name: str, source: Path, root: Optional[Path] = None) -> Path:
+    """Place a file fetched by hand where :func:`get_weight` looks for it (no hash check)."""
+    dest = WEIGHTS[name].path(root)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, dest)
+    return dest
