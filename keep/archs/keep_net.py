@@ -1,1 +1,308 @@
-"""(being written)"""
+"""The KEEP network (ECCV 2024): Kalman-inspired feature propagation for video face super-resolution.
+
+Submodule names are the release's (v0.1.0): ``position_emb``, ``flownet``, ``kalman_filter``,
+``hq_encoder``, ``encoder``, ``quantize``, ``generator``, ``feat_emb``, ``ft_layers``,
+``idx_pred_layer``, ``cross_fuse`` (CFA), ``fuse_convs_dict`` (CFT); the v1.0.0 names
+``cfa.*`` / ``cft.*`` are mapped by :mod:`keep.checkpoint`.
+
+One window of T frames, in the release's order of operations:
+
+1. flows from frame t to frame t-1 for every t (one batch of pairs, no gradient);
+2. LQ encoder on all frames at once -> observed codes z_obs, plus encoder taps for CFT;
+3. Kalman gains for the whole window at once (:mod:`keep.archs.kalman`);
+4. per frame, in order: z = z_obs (first frame of a stream) or the Kalman update of z_obs with
+   E_H(warp(previous output)); code transformer -> top-1 code -> codebook vectors -> generator with
+   CFT (LQ encoder features of that frame) and CFA (previous frame's decoder features).
+
+Streaming: :class:`KalmanState` carries what the next window needs, so a clip can be restored window
+by window with memory for one window only (:meth:`KEEP.restore_window`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from keep.archs.flow import FlowEstimator
+from keep.archs.fusion import CFABlock, CFTBlock
+from keep.archs.kalman import GainContext, KalmanFilterNet
+from keep.archs.transformer import CodeTransformerMixin
+from keep.archs.vqgan import Encoder, Generator, VectorQuantizer
+from keep.archs.warp import flow_warp
+from keep.registry import ARCHS
+
+
+@dataclass
+class KalmanState:
+    """Recurrent state carried from one window to the next (all tensors batch-first, batch B).
+
+    prev_input:  (B, 3, H, W) last input frame of the previous window (the flow into the next
+                 window's first frame starts from it), in [-1, 1] at network resolution.
+    prev_output: (B, 3, H, W) last restored frame (the state prediction warps it).
+    prev_feats:  {size: (B, C, h, w)} last frame's decoder features after CFA, per CFA scale.
+    gain_context: anchor and previous frame's inputs to each uncertainty block (see
+                 :class:`keep.archs.kalman.GainContext`); ``anchor_codes`` / ``prev_codes`` are
+                 their first entries as code maps.
+    frames_seen: number of frames restored so far in this stream.
+    """
+    prev_input: torch.Tensor
+    prev_output: torch.Tensor
+    prev_feats: Dict[str, torch.Tensor]
+    gain_context: GainContext
+    frames_seen: int
+
+    @property
+    def anchor_codes(self) -> torch.Tensor:
+        """Observed codes (B, C, h, w) of the stream's first frame (the ST-attention anchor)."""
+        return _tokens_to_map(self.gain_context.anchor[0], self._side())
+
+    @property
+    def prev_codes(self) -> torch.Tensor:
+        """Observed codes (B, C, h, w) of the last frame seen."""
+        return _tokens_to_map(self.gain_context.prev[0], self._side())
+
+    def _side(self) -> int:
+        return int(round(self.gain_context.anchor[0].shape[1] ** 0.5))
+
+    def detach(self) -> "KalmanState":
+        """A copy cut from the autograd graph (truncated back-propagation across windows)."""
+        return KalmanState(self.prev_input.detach(), self.prev_output.detach(),
+                           {k: v.detach() for k, v in self.prev_feats.items()},
+                           GainContext([a.detach() for a in self.gain_context.anchor],
+                                       [p.detach() for p in self.gain_context.prev]),
+                           self.frames_seen)
+
+
+def _tokens_to_map(tokens: torch.Tensor, side: int) -> torch.Tensor:
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
+
+
+@dataclass
+class KEEPOutput:
+    """Everything one window produces (returned in training mode or with ``return_intermediates``).
+
+    frames:  (B, T, 3, H, W) restored frames, unbounded (clamp to [-1, 1] for display).
+    logits:  (B, T, N, K) code logits per token (N = h*w tokens, K codebook size); stage II's CE.
+    indices: (B, T, N) int64 chosen code per token.
+    z_obs:   (B, T, C, h, w) LQ encoder output (observed state); stage II's feature loss.
+    gains:   (B, T, 1, h, w) Kalman gain (weight of the predicted state), None without propagation.
+    flows:   (B, P, 2, H, W) flows used, frame t -> t-1 in pixels (P = T-1 from a fresh state, T with
+             a carried one), None without propagation.
+    gen_feats: {size: (B, T, C, h, w)} generator features after CFT/CFA at the requested scales.
+    state:   state after the window's last frame (None without propagation).
+    """
+    frames: torch.Tensor
+    logits: torch.Tensor
+    indices: torch.Tensor
+    z_obs: torch.Tensor
+    gains: Optional[torch.Tensor] = None
+    flows: Optional[torch.Tensor] = None
+    gen_feats: Dict[str, torch.Tensor] = field(default_factory=dict)
+    state: Optional[KalmanState] = None
+
+
+@ARCHS.register()
+class KEEP(nn.Module, CodeTransformerMixin):
+    """KEEP video face restoration network.
+
+    Defaults are the released configuration (158.5 M parameters, 896 state-dict keys). The flow
+    network is a submodule (its weights are in the checkpoint). Pure module: no file I/O, no
+    freezing; the caller decides eval/train mode and gradients.
+
+    Args (shape): img_size, nf, ch_mult, res_blocks, attn_resolutions (VQGAN); codebook_size,
+    emb_dim; dim_embd, n_head, n_layers (code transformer); connect_list (CFT sizes),
+    cross_fuse_list, cross_fuse_nhead, cross_fuse_dim (CFA sizes / heads / head width);
+    num_uncertainty_layers, kalman_attn_heads, kalman_attn_head_dim (Kalman filter);
+    flow_type (only "gmflow"), flow_kwargs (for :class:`keep.archs.flow.FlowEstimator`).
+    Behaviour: cft_weight (w of CFT, 1 in the release), zero_init of CFT/CFA ("official" or "last",
+    see :mod:`keep.archs.fusion`), mask_ratio (training only: fraction of observed tokens zeroed
+    before the Kalman filter; 0 in the release).
+    """
+
+    def __init__(self, img_size: int = 512, nf: int = 64, ch_mult: Sequence[int] = (1, 2, 2, 4, 4, 8),
+                 res_blocks: int = 2, attn_resolutions: Sequence[int] = (16,), codebook_size: int = 1024,
+                 emb_dim: int = 256, dim_embd: int = 512, n_head: int = 8, n_layers: int = 9,
+                 connect_list: Sequence[str] = ("16", "32", "64"), cross_fuse_list: Sequence[str] = ("16", "32"),
+                 cross_fuse_nhead: int = 4, cross_fuse_dim: int = 256, num_uncertainty_layers: int = 3,
+                 kalman_attn_heads: int = 8, kalman_attn_head_dim: int = 48, flow_type: str = "gmflow",
+                 flow_kwargs: Optional[dict] = None, cft_weight: float = 1.0, zero_init: str = "last",
+                 mask_ratio: float = 0.0):
+        super().__init__()
+        if flow_type != "gmflow":
+            raise ValueError(f"flow_type must be 'gmflow' (the released flow net), got {flow_type!r}")
+        if not 0.0 <= mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+        shape = dict(nf=nf, emb_dim=emb_dim, ch_mult=ch_mult, res_blocks=res_blocks, img_size=img_size,
+                     attn_resolutions=attn_resolutions)
+        self.img_size, self.emb_dim, self.cft_weight, self.mask_ratio = img_size, emb_dim, cft_weight, mask_ratio
+        self.connect_list = [str(s) for s in connect_list]
+        self.cross_fuse_list = [str(s) for s in cross_fuse_list]
+
+        self.flownet = FlowEstimator(**(flow_kwargs or {}))
+        self.kalman_filter = KalmanFilterNet(emb_dim, num_uncertainty_layers, kalman_attn_heads, kalman_attn_head_dim)
+        self.hq_encoder = Encoder(**shape)
+        self.encoder = Encoder(**shape)
+        self.latent_size = self.encoder.latent_size
+        self.quantize = VectorQuantizer(codebook_size, emb_dim)
+        self.generator = Generator(**shape)
+        self.build_code_transformer(emb_dim, dim_embd, n_head, n_layers, codebook_size, self.latent_size ** 2)
+        channels = self.generator.channels
+        for size in self.connect_list + self.cross_fuse_list:
+            if size not in channels or size not in self.encoder.tap_index:
+                raise ValueError(f"fusion size {size} is not a decoder resolution; available: {sorted(channels)}")
+        self.cross_fuse = nn.ModuleDict({s: CFABlock(channels[s], cross_fuse_nhead, cross_fuse_dim, zero_init)
+                                         for s in self.cross_fuse_list})
+        self.fuse_convs_dict = nn.ModuleDict({s: CFTBlock(channels[s], zero_init) for s in self.connect_list})
+
+    # ------------------------------------------------------------------ public API
+    def forward(self, x: torch.Tensor, need_upscale: bool = False, flows: Optional[torch.Tensor] = None,
+                state: Optional[KalmanState] = None, propagate: bool = True, return_intermediates: bool = False,
+                detach_codes: bool = True, feature_scales: Sequence[str] = ()
+                ) -> Union[torch.Tensor, KEEPOutput]:
+        """Restore one window.
+
+        x: (B, T, 3, H, W) float in [-1, 1], H = W = img_size (or img_size / 4 with ``need_upscale``:
+        bilinear x4 first, as the release does for 128-pixel training input).
+        flows: optional precomputed flows (B, P, 2, H, W), frame t -> t-1 in pixels (P = T-1 for a
+        fresh state, T with ``state``); computed by ``flownet`` otherwise.
+        state: carried :class:`KalmanState` (None = fresh, the release's semantics).
+        propagate: False restores every frame alone (no Kalman filter, no CFA): the image baseline.
+        detach_codes: True (inference, stage III) detaches the quantised codes; False passes
+        gradients straight through to the fused state (stage II).
+        feature_scales: generator scales whose features to return (temporal regularisers).
+
+        Returns (B, T, 3, H, W) unbounded frames in eval mode; a :class:`KEEPOutput` in training mode
+        or with ``return_intermediates``.
+        """
+        out = self._run(x, need_upscale, flows, state, propagate, detach_codes, feature_scales)
+        return out if (return_intermediates or self.training) else out.frames
+
+    def restore_window(self, x: torch.Tensor, state: Optional[KalmanState] = None, **kwargs
+                       ) -> Tuple[torch.Tensor, Optional[KalmanState]]:
+        """Restore a window continuing from ``state``; returns (frames (B, T, 3, H, W), new state).
+
+        Restoring T frames in windows of any size, carrying the state, computes the same flows,
+        predictions, CFA memories and ST-attention keys (anchor = first frame of the stream) as one
+        window over all T. The one exception is the gain's temporal attention, which is non-causal
+        and spans the current window only, so gains (and what follows from them) differ unless
+        that attention is a no-op. ``state=None`` is the release's forward.
+        """
+        out = self._run(x, kwargs.pop("need_upscale", False), kwargs.pop("flows", None), state,
+                        kwargs.pop("propagate", True), kwargs.pop("detach_codes", True),
+                        kwargs.pop("feature_scales", ()))
+        if kwargs:
+            raise TypeError(f"unexpected arguments: {sorted(kwargs)}")
+        return out.frames, out.state
+
+    # ------------------------------------------------------------------ internals
+    def _check_input(self, x: torch.Tensor, need_upscale: bool) -> torch.Tensor:
+        if x.dim() != 5 or x.shape[2] != 3:
+            raise ValueError(f"expected frames (B, T, 3, H, W), got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"expected float frames in [-1, 1], got dtype {x.dtype}")
+        b, t = x.shape[:2]
+        if need_upscale:
+            x = F.interpolate(x.flatten(0, 1), scale_factor=4, mode="bilinear", align_corners=False)
+            x = x.view(b, t, *x.shape[1:])
+        if x.shape[-2:] != (self.img_size, self.img_size):
+            hint = " (pass need_upscale=True for 1/4-size input)" if not need_upscale else ""
+            raise ValueError(f"frames must be {self.img_size}x{self.img_size} aligned faces, got "
+                             f"{tuple(x.shape[-2:])}{hint}")
+        return x
+
+    def _flows(self, x: torch.Tensor, state: Optional[KalmanState], flows: Optional[torch.Tensor]) -> torch.Tensor:
+        """Flows frame t -> t-1 for every predicted frame, as one batch of pairs: (B, P, 2, H, W)."""
+        b, t, _, h, w = x.shape
+        pairs = t - 1 if state is None else t
+        if flows is not None:
+            if tuple(flows.shape) != (b, pairs, 2, h, w):
+                raise ValueError(f"flows must be {(b, pairs, 2, h, w)} (frame t -> t-1 for each predicted "
+                                 f"frame), got {tuple(flows.shape)}")
+            return flows
+        if pairs == 0:
+            return x.new_zeros(b, 0, 2, h, w)
+        current = x[:, 1:] if state is None else x
+        previous = x[:, :-1] if state is None else torch.cat([state.prev_input[:, None], x[:, :-1]], dim=1)
+        with torch.no_grad():  # the flow net is frozen
+            out = self.flownet(current.flatten(0, 1), previous.flatten(0, 1))
+        return out.float().view(b, pairs, 2, h, w)
+
+    def _mask_tokens(self, z: torch.Tensor) -> torch.Tensor:
+        """Training-time token dropping: zero a random ``mask_ratio`` of the observed tokens."""
+        if not (self.training and self.mask_ratio > 0):
+            return z
+        keep = torch.rand(*z.shape[:-3], 1, *z.shape[-2:], device=z.device) >= self.mask_ratio
+        return z * keep
+
+    def _quantise(self, z: torch.Tensor, detach_codes: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z (N, C, h, w) -> logits (N, h*w, K), indices (N, h*w), codes (N, C, h, w)."""
+        logits = self.code_logits(z)
+        # top-1 code per token (the release takes top-1 of the softmax: the same index)
+        indices = logits.argmax(dim=-1)
+        quant = self.quantize.lookup(indices, z.shape[-2:])
+        quant = quant.detach() if detach_codes else z + (quant - z).detach()
+        return logits, indices, quant
+
+    def _decode(self, quant: torch.Tensor, taps: Dict[str, torch.Tensor], memory: Optional[Dict[str, torch.Tensor]],
+                feats: Dict[str, List[torch.Tensor]]) -> torch.Tensor:
+        """Generator with CFT (encoder taps of the same frames) and, when ``memory`` is a dict, CFA
+        against the previous frame's features (memory is updated in place; a missing entry means
+        this is the stream's first frame, whose features are only stored)."""
+        def fuse(size: str, x: torch.Tensor) -> torch.Tensor:
+            if size in self.fuse_convs_dict:
+                x = self.fuse_convs_dict[size](taps[size], x, self.cft_weight)
+            if memory is not None and size in self.cross_fuse:
+                if size in memory:
+                    x = self.cross_fuse[size](x, memory[size])
+                memory[size] = x
+            if size in feats:
+                feats[size].append(x)
+            return x
+        return self.generator(quant, fuse)
+
+    def _run(self, x: torch.Tensor, need_upscale: bool, flows: Optional[torch.Tensor],
+             state: Optional[KalmanState], propagate: bool, detach_codes: bool,
+             feature_scales: Sequence[str]) -> KEEPOutput:
+        x = self._check_input(x, need_upscale)
+        b, t = x.shape[:2]
+        feats: Dict[str, List[torch.Tensor]] = {str(s): [] for s in feature_scales}
+        for size in feats:
+            if size not in self.generator.fuse_index:
+                raise ValueError(f"feature scale {size} is not a decoder resolution: {sorted(self.generator.fuse_index)}")
+
+        # LQ encoder over the whole window at once; CFT taps are detached as in the release
+        z_flat, taps_flat = self.encoder(x.flatten(0, 1), self.connect_list)
+        z_obs = self._mask_tokens(z_flat.view(b, t, *z_flat.shape[1:]))
+        taps = {s: f.detach().view(b, t, *f.shape[1:]) for s, f in taps_flat.items()}
+
+        if not propagate:  # every frame alone: frame-0 semantics, batched over B*T
+            logits, indices, quant = self._quantise(z_obs.flatten(0, 1), detach_codes)
+            frames = self._decode(quant, {s: f.flatten(0, 1) for s, f in taps.items()}, None, feats)
+            return KEEPOutput(frames.view(b, t, *frames.shape[1:]), logits.view(b, t, *logits.shape[1:]),
+                              indices.view(b, t, -1), z_obs,
+                              gen_feats={s: v[0].view(b, t, *v[0].shape[1:]) for s, v in feats.items()})
+
+        flows = self._flows(x, state, flows)
+        gains, context = self.kalman_filter.gains(z_obs, None if state is None else state.gain_context)
+        prev_out = None if state is None else state.prev_output
+        memory = {} if state is None else dict(state.prev_feats)
+        offset = 1 if state is None else 0  # flows[:, i - offset] leads into frame i
+        outs, all_logits, all_indices = [], [], []
+        for i in range(t):
+            z = z_obs[:, i]
+            if prev_out is not None:
+                # predict: E_H(warp(y_{t-1})) (Eq. 12); update: gain on the prediction (see kalman.py)
+                z_pred, _ = self.hq_encoder(flow_warp(prev_out.detach(), flows[:, i - offset]))
+                z = self.kalman_filter.update(z, z_pred, gains[:, i])
+            logits, indices, quant = self._quantise(z, detach_codes)
+            prev_out = self._decode(quant, {s: f[:, i] for s, f in taps.items()}, memory, feats)
+            outs.append(prev_out)
+            all_logits.append(logits)
+            all_indices.append(indices)
+        new_state = KalmanState(x[:, -1], prev_out, memory, context,
+                                t + (0 if state is None else state.frames_seen))
+        return KEEPOutput(torch.stack(outs, 1), torch.stack(all_logits, 1), torch.stack(all_indices, 1), z_obs,
+                          gains, flows, {s: torch.stack(v, 1) for s, v in feats.items()}, new_state)

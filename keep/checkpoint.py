@@ -1,0 +1,142 @@
+"""Reading and writing KEEP checkpoints.
+
+Layouts read by :func:`load_checkpoint` (always ``torch.load(..., map_location="cpu",
+weights_only=True)``, so a file cannot run code):
+
+* a raw state dict (the v0.1.0 release ``KEEP-a1a14d46.pth``);
+* ``{"params": sd}`` / ``{"params_ema": sd}`` (BasicSR training files; ``params_ema`` preferred);
+* our self-describing files ``{"arch": {"type": "KEEP", **kwargs}, "params" or "params_ema": sd, ...}``
+  (written by :func:`save_inference_checkpoint`), which rebuild their own arch (e.g. a tiny one).
+
+Key names: the v1.0.0 release files (``KEEP-b76feb75.pth``, ``KEEP_Asian-4765ebe0.pth``) name the
+CFT / CFA groups ``cft.*`` / ``cfa.*``; v0.1.0 (and our modules) name them ``fuse_convs_dict.*`` /
+``cross_fuse.*``. :func:`load_state_dict_into` renames either way to what the model has. A leading
+``module.`` (DistributedDataParallel) is stripped.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+#: v1.0.0 prefix <-> v0.1.0 prefix.
+V1_TO_V0_PREFIXES: Tuple[Tuple[str, str], ...] = (("cft.", "fuse_convs_dict."), ("cfa.", "cross_fuse."))
+
+StateDict = Dict[str, torch.Tensor]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+def _rename_prefixes(state_dict: Mapping[str, torch.Tensor], pairs) -> StateDict:
+    out = {}
+    for key, value in state_dict.items():
+        for old, new in pairs:
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        out[key] = value
+    return out
+
+
+def to_v0_names(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
+    """``cft.*`` -> ``fuse_convs_dict.*``, ``cfa.*`` -> ``cross_fuse.*`` (other keys unchanged)."""
+    return _rename_prefixes(state_dict, V1_TO_V0_PREFIXES)
+
+
+def to_v1_names(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
+    """``fuse_convs_dict.*`` -> ``cft.*``, ``cross_fuse.*`` -> ``cfa.*`` (other keys unchanged)."""
+    return _rename_prefixes(state_dict, tuple((b, a) for a, b in V1_TO_V0_PREFIXES))
+
+
+def unwrap_checkpoint(obj: Any, source: str = "checkpoint") -> Tuple[StateDict, Optional[Dict[str, Any]]]:
+    """Return (state dict, arch spec or None) from any supported layout."""
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{source}: expected a state dict or a dict holding one, got {type(obj).__name__}")
+    arch = obj.get("arch")
+    if arch is not None and not (isinstance(arch, Mapping) and "type" in arch):
+        raise CheckpointError(f"{source}: 'arch' must be a mapping with a 'type' key, got {arch!r}")
+    for field in ("params_ema", "params", "state_dict"):
+        if isinstance(obj.get(field), Mapping):
+            state_dict = dict(obj[field])
+            break
+    else:
+        if arch is not None or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise CheckpointError(
+                f"{source}: no state dict found; expected a raw state dict or one under 'params_ema' / "
+                f"'params', top-level keys are: {', '.join(map(str, list(obj)[:10]))}")
+        state_dict = dict(obj)
+    bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{source}: state dict entries that are not tensors: {bad[:5]}")
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
+    return state_dict, (dict(arch) if arch is not None else None)
+
+
+def load_checkpoint(path: Union[str, Path]) -> Tuple[StateDict, Optional[Dict[str, Any]]]:
+    """Read a checkpoint file safely; returns (state dict, arch spec or None)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle errors, truncated files, non-tensor objects
+        raise CheckpointError(f"{path}: cannot be read as a weights-only PyTorch checkpoint ({err}); "
+                              f"is it a complete .pth file?") from err
+    return unwrap_checkpoint(obj, str(path))
+
+
+def _summary(kind: str, keys: List[str], limit: int = 5) -> str:
+    shown = ", ".join(keys[:limit]) + (", ..." if len(keys) > limit else "")
+    return f"{len(keys)} {kind} ({shown})"
+
+
+def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Strictly load ``state_dict`` into ``model`` after renaming v0.1.0/v1.0.0 group names to the
+    model's. Raises :class:`CheckpointError` listing missing, unexpected and wrongly shaped keys."""
+    expected = model.state_dict()
+    renamed = to_v0_names(state_dict)
+    if not any(k.startswith(("fuse_convs_dict.", "cross_fuse.")) for k in expected):
+        renamed = to_v1_names(renamed)
+    missing = [k for k in expected if k not in renamed]
+    unexpected = [k for k in renamed if k not in expected]
+    wrong = [f"{k} {tuple(renamed[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+             if k in renamed and renamed[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = [_summary(kind, keys) for kind, keys in
+                 (("missing keys", missing), ("unexpected keys", unexpected), ("wrongly shaped keys", wrong)) if keys]
+        raise CheckpointError(f"{source} does not fit {type(model).__name__}: " + "; ".join(parts)
+                              + ". Is it a checkpoint of this configuration (see keep.api.CONFIGS)?")
+    model.load_state_dict(renamed, strict=True)
+
+
+def save_inference_checkpoint(model: nn.Module, path: Union[str, Path], arch_spec: Mapping[str, Any],
+                              **extra: Any) -> Path:
+    """Write ``{"arch": arch_spec, "params": state dict, **extra}`` atomically (temp file + os.replace).
+
+    ``arch_spec`` is ``{"type": <registered arch>, **kwargs}``; it must hold only plain values so the
+    file stays readable with ``weights_only=True``.
+    """
+    from keep.registry import ARCHS
+
+    if "type" not in arch_spec or arch_spec["type"] not in ARCHS:
+        raise ValueError(f"arch_spec needs a registered 'type'; got {dict(arch_spec)!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"arch": dict(arch_spec), "params": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+               **extra}
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,46 @@
+"""``keep train -c CONFIG [--set key=value ...] [--resume [PATH]]``: train stage I, II or III.
+
+Single process: ``keep train -c configs/stage1.yaml``. Several GPUs or nodes: launch the same
+command under torchrun (``torchrun --nproc_per_node 4 -m keep.cli train -c ...``); the process group
+is read from torchrun's environment variables.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from keep.config import ConfigError, load_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", required=True, help="stage config YAML (configs/stage1.yaml, ...)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set optim.lr=1e-4 (repeatable)")
+    parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
+                        help="continue a run: without PATH the newest checkpoint of this run's folder; "
+                             "PATH may be a checkpoint file or a run folder")
+
+
+def main(args: argparse.Namespace) -> int:
+    from keep.engine.config import TrainConfig
+    from keep.engine.init import MissingFilesError
+    from keep.engine.trainer import train
+
+    try:
+        cfg = load_config(TrainConfig, args.config, args.overrides)
+    except ConfigError as err:
+        print(f"keep train: bad config {args.config}: {err}")
+        return 2
+    try:
+        trainer = train(cfg, resume=args.resume)
+    except (MissingFilesError, FileNotFoundError, ValueError) as err:
+        logging.getLogger("keep.train").error("%s", err)
+        return 1
+    except KeyboardInterrupt:
+        print("keep train: interrupted; continue from the last checkpoint with --resume")
+        return 130
+    if trainer.stop_requested:
+        print(f"keep train: stopped at step {trainer.step} (checkpoint saved); continue with --resume")
+        return 143
+    print(f"keep train: done at step {trainer.step}; run folder {trainer.run_dir}")
+    return 0

@@ -1,0 +1,139 @@
+"""The schema of a training config (``configs/stage*.yaml``), validated strictly by :mod:`keep.config`.
+
+One schema serves the three stages; ``stage`` picks the training model (:mod:`keep.models`).
+Freezing and initialisation from a previous stage are settings here (``frozen:``, ``init:``), never
+arguments of the networks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from keep.config import ConfigError
+from keep.data.dataset import ClipDatasetConfig
+
+
+@dataclass
+class DataConfig:
+    train: ClipDatasetConfig
+    val: Optional[ClipDatasetConfig] = None     # held-out clips for validation (PSNR, LPIPS)
+    batch_size: int = 1                         # clips per process (GPU); global batch = this x world size
+    num_workers: int = 2
+
+
+@dataclass
+class OptimConfig:
+    """Adam and its learning-rate schedule (evaluated from the step, so resuming needs no state)."""
+
+    lr: float = 2e-4
+    betas: Tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    schedule: str = "constant"                  # constant | cosine | multistep
+    warmup_iters: int = 0                       # linear warm-up from 0
+    milestones: List[int] = field(default_factory=list)   # multistep: steps where lr *= gamma
+    gamma: float = 0.5
+    min_lr: float = 0.0                         # cosine: final lr
+    grad_clip: float = 0.0                      # max global grad norm; 0 = no clipping
+
+
+@dataclass
+class InitConfig:
+    """Load weights from a checkpoint into the stage's network before training.
+
+    ``weight`` names a file of the :mod:`keep.weights` registry (e.g. ``gmflow-sintel``); ``path`` is
+    any file: a training checkpoint of this project (its EMA weights are used), an exported
+    inference file (``params``), a BasicSR/CodeFormer file (``params_ema`` or ``params``) or a raw
+    state dict. ``prefix_map`` renames source key prefixes to one or more target prefixes (e.g. a
+    stage I VQGAN's ``encoder.`` feeds both ``encoder.`` and ``hq_encoder.`` of KEEP); keys not
+    matched by any prefix keep their names when the map is empty and are dropped otherwise.
+    ``exclude`` skips target keys with these prefixes (modules that must keep their fresh init).
+    """
+
+    path: str = ""
+    weight: str = ""                            # registry name instead of a path
+    key: str = "auto"                           # auto | params_ema | params | ema | net | model
+    prefix_map: Dict[str, List[str]] = field(default_factory=dict)
+    exclude: List[str] = field(default_factory=list)
+    required: bool = True                       # false: a missing file is logged and training starts from random
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (0 = term off) and loss options. Which terms a stage uses: see docs/training.md."""
+
+    l1: float = 0.0
+    perceptual: float = 0.0
+    adversarial: float = 0.0
+    codebook: float = 0.0                       # stage I: VQ codebook + commitment (Eq. 3)
+    cross_entropy: float = 0.0                  # stage II: code index CE (Eq. 4)
+    feature: float = 0.0                        # stage II: L2 feature loss (Eq. 4)
+    temporal: float = 0.0                       # stage III: flow-warped temporal loss (Eq. 7)
+    gan_type: str = "hinge"                     # hinge | vanilla | lsgan
+    disc_start: int = 0                         # step from which the adversarial terms are on
+    perceptual_pretrained: bool = True          # false: random VGG (smoke runs only; logged)
+    perceptual_layers: Dict[str, float] = field(default_factory=lambda: {
+        "conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0})
+    consistency_alpha: float = 0.01             # forward-backward check (Eq. 8)
+    consistency_beta: float = 0.5
+
+
+@dataclass
+class TrainConfig:
+    """A full training run of one stage."""
+
+    name: str                                   # run folder: <output_dir>/<name>
+    stage: int                                  # 1, 2 or 3
+    net: Dict[str, Any]                         # network spec: {type: <ARCHS name>, **kwargs}
+    data: DataConfig
+    iters: int
+    kind: str = "train"                         # schema tag shared by every configs/*.yaml
+    output_dir: str = "experiments"
+    seed: int = 0
+    device: str = "auto"                        # auto | cpu | cuda
+    discriminator: Optional[Dict[str, Any]] = None   # {type: PatchDiscriminator | TemporalPatchDiscriminator, ...}
+    init: List[InitConfig] = field(default_factory=list)
+    frozen: List[str] = field(default_factory=list)  # parameter-name prefixes of `net` kept fixed
+    losses: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim_d: Optional[OptimConfig] = None       # discriminator optimiser (default: same as optim)
+    amp: str = "none"                           # none | bf16 | fp16 (fp16 uses a GradScaler)
+    ema_decay: float = 0.999                    # EMA of the network's parameters and buffers; 0 = off
+    log_every: int = 100
+    val_every: int = 5000                       # 0 = only at the end
+    save_every: int = 5000
+    keep_checkpoints: int = 3                   # newest checkpoints kept on disk
+    image_every: int = 0                        # TensorBoard training image grids; 0 = off
+    find_unused_parameters: bool = False        # DDP flag, per stage
+    download_weights: bool = False              # fetch missing pretrained files instead of failing
+    export: bool = True                         # write <run>/export.pth (EMA weights) at the end
+
+    def __post_init__(self) -> None:
+        if self.kind != "train":
+            raise ConfigError(f"kind: expected 'train' for a training config, got {self.kind!r}")
+        if self.stage not in (1, 2, 3):
+            raise ConfigError(f"stage: expected 1, 2 or 3, got {self.stage}")
+        if self.amp not in ("none", "bf16", "fp16"):
+            raise ConfigError(f"amp: expected none, bf16 or fp16, got {self.amp!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device: expected auto, cpu or cuda, got {self.device!r}")
+        if self.iters < 1:
+            raise ConfigError(f"iters must be >= 1, got {self.iters}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        for name in ("log_every", "save_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if "type" not in self.net:
+            raise ConfigError("net: needs a 'type' (a registered network, e.g. KEEP or VQAutoEncoder)")
+        for i, item in enumerate(self.init):
+            if bool(item.path) == bool(item.weight):
+                raise ConfigError(f"init[{i}]: give exactly one of path (a file) or weight (a keep.weights name)")
+        if self.losses.gan_type not in ("hinge", "vanilla", "lsgan"):
+            raise ConfigError(f"losses.gan_type: expected hinge, vanilla or lsgan, got {self.losses.gan_type!r}")
+        for opt in (self.optim, self.optim_d):
+            if opt is not None and opt.schedule not in ("constant", "cosine", "multistep"):
+                raise ConfigError(f"optim.schedule: expected constant, cosine or multistep, got {opt.schedule!r}")
+
+
+# kind -> schema, for tools that read every configs/*.yaml
+SCHEMAS = {"train": TrainConfig}

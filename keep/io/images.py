@@ -1,0 +1,52 @@
+"""Single images: tolerant reading (gray, alpha, 16-bit) and atomic writing."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Tuple
+
+import cv2
+import numpy as np
+
+from keep.io.errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def read_image(path: Path) -> Tuple[np.ndarray, str]:
+    """Read an image file as ``(H, W, 3)`` uint8 RGB.
+
+    Returns the image and a note (empty, or what had to be converted: gray -> 3 channels,
+    alpha dropped, 16 bit -> 8 bit) so the caller can tell the user once.
+    """
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise InputError(f"cannot read image {path}: the file is missing, corrupt or not a PNG/JPEG")
+    notes = []
+    if image.dtype == np.uint16:
+        # 65535 -> 255 with rounding (the release divides and truncates).
+        image = np.rint(image.astype(np.float32) / 257.0).astype(np.uint8)
+        notes.append("16-bit converted to 8-bit")
+    elif image.dtype != np.uint8:
+        raise InputError(f"{path}: unsupported pixel type {image.dtype}; save it as an 8- or 16-bit PNG/JPEG")
+    if image.ndim == 2 or image.shape[2] == 1:
+        image = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
+        notes.append("grayscale converted to 3 channels")
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+        notes.append("alpha channel dropped")
+    else:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(image), ", ".join(notes)
+
+
+def write_image(path: Path, image: np.ndarray) -> None:
+    """Write ``(H, W, 3)`` uint8 RGB to ``path`` atomically (temporary name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, data = cv2.imencode(path.suffix or ".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"could not encode image for {path}")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data.tobytes())
+    os.replace(tmp, path)

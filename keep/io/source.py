@@ -1,0 +1,181 @@
+"""Frame sources: a video file (PyAV) or a folder of images, read one frame at a time.
+
+A source never holds more than the frame being decoded, so memory does not grow with the length
+of the input. Timestamps are kept as the container's exact rational time base, so the writer can
+give the output the input's frame rate (or its exact timing, for variable-rate input).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import av
+import numpy as np
+
+from keep.io.errors import InputError
+from keep.io.images import IMAGE_SUFFIXES, read_image
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
+DEFAULT_FOLDER_FPS = Fraction(20)  # the release's output rate, used only for frame folders without --fps
+
+
+@dataclass
+class Frame:
+    """One decoded frame: ``image`` is (H, W, 3) uint8 RGB; ``pts`` counts ``time_base`` units."""
+    index: int
+    image: np.ndarray
+    pts: int
+    time_base: Fraction
+
+
+@dataclass
+class SourceInfo:
+    path: Path
+    name: str                    # output stem: file stem, or folder name
+    kind: str                    # "video" or "frames"
+    width: int
+    height: int
+    fps: Fraction
+    time_base: Fraction
+    frame_count: Optional[int]   # from the container header; may be absent or approximate
+    has_audio: bool
+    notes: List[str] = field(default_factory=list)   # conversions the user should hear about
+
+    def note(self, text: str) -> None:
+        if text and text not in self.notes:
+            self.notes.append(text)
+
+
+class FrameSource:
+    """Iterable of :class:`Frame`; ``info`` describes the input."""
+    info: SourceInfo
+
+    def __iter__(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the file handles (idempotent)."""
+
+    def __enter__(self) -> "FrameSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class VideoSource(FrameSource):
+    """Decode a video file with PyAV into RGB frames."""
+
+    def __init__(self, path: Path, fps: Optional[Fraction] = None):
+        self.path = Path(path)
+        try:
+            self._container = av.open(str(self.path))
+        except (av.error.FFmpegError, OSError) as err:
+            raise InputError(f"cannot open video {self.path}: {err}. Check that the file is a complete, "
+                             f"playable video (mp4, mov, avi, mkv, webm).") from err
+        if not self._container.streams.video:
+            self._container.close()
+            raise InputError(f"{self.path} has no video stream")
+        stream = self._container.streams.video[0]
+        stream.thread_type = "AUTO"
+        self._stream = stream
+        rate = stream.average_rate or stream.guessed_rate
+        if fps is None and not rate:
+            self._container.close()
+            raise InputError(f"{self.path}: the container gives no frame rate; pass --fps")
+        self.info = SourceInfo(
+            path=self.path, name=self.path.stem, kind="video", width=stream.codec_context.width,
+            height=stream.codec_context.height, fps=Fraction(fps or rate),
+            time_base=Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000),
+            frame_count=stream.frames or None, has_audio=bool(self._container.streams.audio))
+        pix_fmt = stream.codec_context.pix_fmt or ""
+        if pix_fmt.startswith("gray") or pix_fmt.startswith("ya"):
+            self.info.note("grayscale video converted to 3 channels")
+
+    def __iter__(self) -> Iterator[Frame]:
+        info = self.info
+        tick = info.time_base
+        step = 1 / (info.fps * tick)  # frame duration in time-base units
+        last_pts = None
+        index = 0
+        try:
+            for frame in self._container.decode(self._stream):
+                pts = frame.pts
+                if pts is None or (last_pts is not None and pts <= last_pts):
+                    # Missing or non-increasing timestamps: continue the regular grid.
+                    pts = 0 if last_pts is None else last_pts + max(1, round(step))
+                elif last_pts is not None and abs((pts - last_pts) - step) > 0.5 * step:
+                    info.note("variable frame rate: the input's timestamps are kept")
+                image = frame.to_ndarray(format="rgb24")
+                if image.shape[:2] != (info.height, info.width):
+                    raise InputError(f"{self.path}: frame {index} is {image.shape[1]}x{image.shape[0]}, "
+                                     f"the stream is {info.width}x{info.height}; re-encode it at one size")
+                yield Frame(index, image, int(pts), tick)
+                last_pts = pts
+                index += 1
+        except av.error.FFmpegError as err:
+            raise InputError(f"{self.path}: decoding failed at frame {index} ({err}); the file looks "
+                             f"corrupt or truncated. Re-encode or re-download it.") from err
+
+    def close(self) -> None:
+        self._container.close()
+
+
+class FolderSource(FrameSource):
+    """Images of a folder, sorted by name, as frames at ``fps`` (default 20)."""
+
+    def __init__(self, path: Path, fps: Optional[Fraction] = None):
+        self.path = Path(path)
+        self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise InputError(f"{self.path} holds no PNG/JPEG frames")
+        first, _ = read_image(self.files[0])
+        rate = Fraction(fps or DEFAULT_FOLDER_FPS)
+        self.info = SourceInfo(path=self.path, name=self.path.name, kind="frames", width=first.shape[1],
+                               height=first.shape[0], fps=rate, time_base=1 / rate,
+                               frame_count=len(self.files), has_audio=False)
+
+    def __iter__(self) -> Iterator[Frame]:
+        for index, file in enumerate(self.files):
+            image, note = read_image(file)
+            self.info.note(note)
+            if image.shape[:2] != (self.info.height, self.info.width):
+                raise InputError(f"{file} is {image.shape[1]}x{image.shape[0]} but the first frame is "
+                                 f"{self.info.width}x{self.info.height}; all frames must have one size")
+            yield Frame(index, image, index, self.info.time_base)
+
+
+def open_source(path: Path, fps: Optional[Fraction] = None) -> FrameSource:
+    """Open a video file or a frame folder; ``fps`` overrides the rate of the timeline."""
+    path = Path(path)
+    if path.is_dir():
+        return FolderSource(path, fps)
+    if not path.exists():
+        raise InputError(f"input {path} does not exist")
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise InputError(f"{path}: not a video ({', '.join(VIDEO_SUFFIXES)}) nor a frame folder")
+    return VideoSource(path, fps)
+
+
+def find_inputs(path: Path) -> List[Path]:
+    """The inputs named by ``path``: a video, a frame folder, or a folder of videos (batch)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"input {path} does not exist")
+    if path.is_file():
+        if path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise InputError(f"{path}: unsupported file type; give a video ({', '.join(VIDEO_SUFFIXES)}), "
+                             f"a folder of PNG/JPEG frames or a folder of videos")
+        return [path]
+    entries = sorted(path.iterdir())
+    videos = [p for p in entries if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]
+    images = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if videos and images:
+        raise InputError(f"{path} mixes videos and images; put frames and videos in separate folders")
+    if videos:
+        return videos
+    if images:
+        return [path]
+    raise InputError(f"{path} holds no videos ({', '.join(VIDEO_SUFFIXES)}) and no PNG/JPEG frames")

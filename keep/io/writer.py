@@ -1,0 +1,83 @@
+"""Encode RGB frames to an H.264 MP4 with PyAV, written under a temporary name and renamed at the end.
+
+A file at the final path therefore always is a complete video: a crash or an error leaves only the
+hidden ``.<name>.partial.mp4``, which :meth:`VideoWriter.abort` removes.
+"""
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import Optional
+
+import av
+import numpy as np
+
+from keep.io.audio import AudioCopier
+
+
+class VideoWriter:
+    """libx264 / yuv420p MP4 writer keeping the input's timeline.
+
+    ``time_base`` is the unit of the ``pts`` given to :meth:`write` (the input stream's exact
+    rational time base), ``fps`` the nominal rate. yuv420p needs even sizes: odd widths or heights
+    are padded by one replicated row/column (``padded`` tells the caller so it can say so).
+    """
+
+    def __init__(self, path: Path, width: int, height: int, fps: Fraction, time_base: Fraction,
+                 audio_from: Optional[Path] = None, crf: int = 18, preset: str = "medium"):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self.width, self.height = width, height
+        self.padded = (width % 2, height % 2) != (0, 0)
+        self.time_base = Fraction(time_base)
+        self.frames = 0
+        self._container = av.open(str(self.tmp), mode="w", format="mp4")
+        stream = self._container.add_stream("libx264", rate=Fraction(fps))
+        stream.width, stream.height = width + width % 2, height + height % 2
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = self.time_base
+        stream.codec_context.time_base = self.time_base
+        stream.options = {"crf": str(crf), "preset": preset}
+        self._stream = stream
+        self.audio: Optional[AudioCopier] = None
+        if audio_from is not None:
+            try:
+                self.audio = AudioCopier(audio_from, self._container)
+            except BaseException:
+                self.abort()
+                raise
+
+    def write(self, image: np.ndarray, pts: int) -> None:
+        """Encode one ``(H, W, 3)`` uint8 RGB frame at ``pts`` (in ``time_base`` units)."""
+        if self.padded:
+            image = np.pad(image, ((0, self.height % 2), (0, self.width % 2), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame.pts = pts
+        frame.time_base = self.time_base
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames += 1
+        if self.audio is not None:
+            self.audio.pump(pts * self.time_base)
+
+    def close(self) -> Path:
+        """Flush, close and rename to the final path; returns it."""
+        for packet in self._stream.encode(None):
+            self._container.mux(packet)
+        if self.audio is not None:
+            self.audio.finish()
+        self._container.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Close and delete the temporary file (after an error)."""
+        try:
+            if self.audio is not None:
+                self.audio.close()
+            self._container.close()
+        except Exception:  # the container may be half-written; removing it is all that matters
+            pass
+        self.tmp.unlink(missing_ok=True)

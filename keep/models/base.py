@@ -1,0 +1,89 @@
+"""What the three training stages share.
+
+A stage is algorithm only: it builds its networks and losses from the config and defines one
+training step and the validation forward. The engine (:mod:`keep.engine.trainer`) owns devices,
+DDP wrapping, optimisers, AMP, EMA, checkpoints and logging, and hands the step a
+:class:`keep.engine.step.StepContext` to run the backward passes through.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import keep.archs  # noqa: F401  (registers the networks)
+from keep.engine.config import TrainConfig
+from keep.losses import GANLoss, PerceptualLoss
+from keep.registry import ARCHS
+
+
+class StageModel:
+    """Holds ``net`` (the trained network; EMA and export are of this one) and optionally ``disc``.
+
+    ``runners`` maps those names to what the forward must call: the module itself, or its DDP
+    wrapper (set by the trainer) so that gradients are synchronised.
+    """
+
+    stage: int = 0
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.net: nn.Module = ARCHS.build(cfg.net)
+        self.disc: Optional[nn.Module] = ARCHS.build(cfg.discriminator) if cfg.discriminator else None
+        self.runners: Dict[str, nn.Module] = dict(self.networks())
+        w = cfg.losses
+        self.perceptual = (PerceptualLoss(w.perceptual_layers, w.perceptual_pretrained, seed=cfg.seed)
+                           if w.perceptual > 0 else None)
+        self.gan = GANLoss(w.gan_type) if w.adversarial > 0 else None
+        if self.gan is not None and self.disc is None:
+            raise ValueError(f"stage {self.stage}: losses.adversarial > 0 needs a `discriminator:` spec")
+
+    def networks(self) -> Dict[str, nn.Module]:
+        nets = {"net": self.net}
+        if self.disc is not None:
+            nets["disc"] = self.disc
+        return nets
+
+    def to(self, device: torch.device) -> "StageModel":
+        for m in (self.net, self.disc, self.perceptual):
+            if m is not None:
+                m.to(device)
+        return self
+
+    def train(self, mode: bool = True) -> None:
+        for m in self.networks().values():
+            m.train(mode)
+
+    def notes(self) -> List[str]:
+        """Lines the trainer logs once at start (e.g. a random perceptual backbone)."""
+        if self.perceptual is not None and not self.perceptual.pretrained:
+            return ["perceptual loss: RANDOMLY INITIALISED VGG-19 (losses.perceptual_pretrained: false) - "
+                    "a smoke-test setting, not a meaningful perceptual loss"]
+        return []
+
+    def adversarial_on(self, step: int) -> bool:
+        return self.gan is not None and step >= self.cfg.losses.disc_start
+
+    def training_step(self, batch: Dict[str, torch.Tensor], step: int, ctx) -> Dict[str, float]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def restore(self, net: nn.Module, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Validation forward with ``net`` (the EMA copy or the raw one): (B, T, 3, H, W) in [-1, 1]."""
+        raise NotImplementedError
+
+    def image_grid_inputs(self, batch: Dict[str, torch.Tensor], output: torch.Tensor) -> List[torch.Tensor]:
+        """Rows of the logged image grid for the first clip: LQ (upsampled), output, GT; each (T, 3, H, W)."""
+        return [upsample_like(batch["lq"], batch["gt"])[0], output[0].clamp(-1, 1), batch["gt"][0]]
+
+
+def upsample_like(lq: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """The final ↑ of Eq. 9 when the dataset left the LQ clip small: bilinear to the GT size (what
+    the release's ``need_upscale`` does inside the network). (B, T, 3, h, w) -> (B, T, 3, H, W)."""
+    if lq.shape[-2:] == gt.shape[-2:]:
+        return lq
+    b, t = lq.shape[:2]
+    up = F.interpolate(lq.flatten(0, 1), size=gt.shape[-2:], mode="bilinear", align_corners=False)
+    return up.view(b, t, *up.shape[1:])

@@ -1,0 +1,62 @@
+"""Stage I: the VQGAN codebook autoencoder on HQ frames (supplement Eq. 3).
+
+    L_I = ‖y − ŷ‖₁ + L_per(y, ŷ) + λ_adv·L_adv(ŷ) + ‖sg(E_H(y)) − ẑ_q‖² + ‖E_H(y) − sg(ẑ_q)‖²
+
+The last two terms come from :class:`keep.archs.vqgan.VectorQuantizer` (weights 1 and β as in the
+release). Frames of a clip are treated as independent images (the codebook is image-based).
+The adversarial weight is fixed (CodeFormer's adaptive weight needs per-layer gradients, which do not
+mix with DDP's gradient hooks); it starts at ``losses.disc_start``.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from keep.models.base import StageModel
+from keep.registry import MODELS
+
+
+@MODELS.register("stage1")
+class VQGANStage(StageModel):
+    stage = 1
+
+    def training_step(self, batch: Dict[str, torch.Tensor], step: int, ctx) -> Dict[str, float]:
+        w = self.cfg.losses
+        frames = batch["gt"].flatten(0, 1)  # (B*T, 3, H, W)
+        adversarial = self.adversarial_on(step)
+        with ctx.autocast():
+            recon, codebook_loss, _ = self.runners["net"](frames)
+            l1 = F.l1_loss(recon.float(), frames)
+            loss = w.l1 * l1 + w.codebook * codebook_loss.float()
+            logs = {"l1": l1.item(), "codebook": codebook_loss.item()}
+            if self.perceptual is not None:
+                per = self.perceptual(recon, frames)
+                loss = loss + w.perceptual * per
+                logs["perceptual"] = per.item()
+            if adversarial:
+                # the generator's view of D: the raw module (D's gradients here are discarded)
+                g_adv = self.gan.generator_loss(self.disc(recon))
+                loss = loss + w.adversarial * g_adv
+                logs["g_adv"] = g_adv.item()
+        ctx.optimize("net", loss)
+        logs["loss"] = loss.item()
+        if adversarial:
+            with ctx.autocast():
+                # one D forward over real and fake (a single DDP forward per backward)
+                real, fake = self.runners["disc"](torch.cat([frames, recon.detach()])).chunk(2)
+                d_loss = self.gan.discriminator_loss(real, fake)
+            ctx.optimize("disc", d_loss)
+            logs["d_loss"] = d_loss.item()
+        return logs
+
+    @torch.no_grad()
+    def restore(self, net: nn.Module, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        gt = batch["gt"]
+        recon = net(gt.flatten(0, 1))[0]
+        return recon.view_as(gt).clamp(-1, 1)
+
+    def image_grid_inputs(self, batch, output):
+        return [output[0], batch["gt"][0]]

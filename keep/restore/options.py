@@ -1,0 +1,37 @@
+"""Settings of a restore run (filled by the CLI, usable from Python)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Optional
+
+
+@dataclass
+class RestoreOptions:
+    output_dir: Path
+    weights: str = "keep-v1"              # registry name or checkpoint path
+    detector: str = "retinaface"          # "retinaface" (release default) or "dlib" (offline)
+    aligned: bool = False                 # inputs are aligned face crops (release --has_aligned)
+    all_faces: bool = False               # False: one face, the one nearest the centre, tracked
+    window: int = 20                      # frames per network call (release max_length)
+    reset_state_per_window: bool = False  # True: every window starts fresh, as the release
+    image_baseline: bool = False          # True: every frame restored alone (no propagation)
+    upscale: int = 1                      # whole-frame scale of the output
+    bg_upsampler: Optional[str] = None    # None or "realesrgan"
+    bg_tile: int = 400                    # Real-ESRGAN tile size (tile pad 40)
+    face_upsample: bool = False           # Real-ESRGAN on the restored face before pasting (upscale > 1)
+    mask: str = "auto"                    # "auto" (parsing if its weights are present), "parse", "square"
+    draw_box: bool = False
+    fps: Optional[Fraction] = None        # override the output rate (drops the audio of a video input)
+    device: str = "auto"                  # "auto", "cuda", "mps", "cpu"
+    precision: str = "fp32"               # "fp32", "fp16", "bf16" (autocast, GPU only)
+    sigma: float = 5.0                    # landmark smoothing (paper: sigma 5, radius 20)
+    max_gap: int = 20                     # frames without detection bridged inside a track
+    save_faces: bool = False
+    save_cropped: bool = False
+    save_frames: bool = False
+    compare: bool = False
+    overwrite: bool = False
+    crf: int = 18                         # x264 quality of the written videos
+    progress: bool = True

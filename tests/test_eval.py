@@ -1,0 +1,160 @@
+"""`keep degrade` and `keep eval` end to end on tiny clips, offline."""
+from __future__ import annotations
+
+import csv
+import json
+import socket
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from keep.cli import main as keep_main
+from keep.data.degradation import DegradationParams, degrade_clip
+from keep.evaluation.clips import read_clip, write_frames
+from keep.evaluation.levels import TABLE_A1, clip_seed, level_config
+from keep.metrics.psnr_ssim import psnr, ssim
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Every test here must work on a machine without network."""
+    def refuse(*args, **kwargs):
+        raise OSError("network access attempted in an offline test")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    video = SHARED / "videos" / "synthetic_1.mp4"
+    if not video.is_file():
+        pytest.skip(f"shared material absent: {video}")
+    return read_clip(video, max_frames=4)   # (4, 128, 128, 3) aligned faces
+
+
+def _read_csv(path: Path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _write_video(frames: np.ndarray, path: Path) -> None:
+    import av
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=20, options={"crf": "0"})
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv444p"
+        for f in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        container.mux(stream.encode(None))
+
+
+def test_eval_contract_psnr_ssim(tmp_path, frames, capsys):
+    gt_root, pred_root, out = tmp_path / "gt", tmp_path / "pred", tmp_path / "out"
+    preds = {}
+    for i, name in enumerate(["clip_a", "clip_b"]):
+        gt = np.roll(frames, i, axis=0)
+        pred = np.clip(gt.astype(int) + (i + 1) * 3, 0, 255).astype(np.uint8)
+        write_frames(gt, gt_root / name)
+        write_frames(pred, pred_root / name)
+        preds[name] = (pred, gt)
+    rc = keep_main(["eval", "--pred", str(pred_root), "--gt", str(gt_root), "-o", str(out), "--metrics", "psnr,ssim"])
+    assert rc == 0
+    rows = _read_csv(out / "per_clip.csv")
+    assert list(rows[0].keys()) == ["clip", "psnr", "ssim"]
+    assert [r["clip"] for r in rows] == ["clip_a", "clip_b"]
+    for row in rows:
+        pred, gt = preds[row["clip"]]
+        assert float(row["psnr"]) == pytest.approx(np.mean([psnr(p, g) for p, g in zip(pred, gt)]), abs=1e-5)
+        assert float(row["ssim"]) == pytest.approx(np.mean([ssim(p, g) for p, g in zip(pred, gt)]), abs=1e-5)
+    per_frame = _read_csv(out / "per_frame.csv")
+    assert len(per_frame) == 8 and list(per_frame[0].keys()) == ["clip", "frame", "psnr", "ssim"]
+    summary = (out / "summary.md").read_text()
+    assert "| Method | PSNR↑ | SSIM↑ |" in summary and "| pred |" in summary
+    mean_psnr = np.mean([float(r["psnr"]) for r in rows])
+    assert f"{mean_psnr:.4f}" in summary and f"{mean_psnr:.4f}" in capsys.readouterr().out
+
+
+def test_eval_videos_several_methods_unavailable_metric_and_plots(tmp_path, frames, monkeypatch):
+    monkeypatch.setenv("KEEP_WEIGHTS_DIR", str(tmp_path / "no_weights"))   # no ArcFace / GMFlow files
+    gt_root = tmp_path / "gt"
+    write_frames(frames, gt_root / "clip_a")
+    exact, small = tmp_path / "exact", tmp_path / "small"
+    exact.mkdir()
+    _write_video(frames, exact / "clip_a.mp4")           # a video prediction against a frame-folder GT
+    lq = np.stack([cv2.resize(f, (32, 32), interpolation=cv2.INTER_AREA) for f in frames])
+    write_frames(lq, small / "clip_a")                   # another size: resized to the GT (bicubic)
+    out = tmp_path / "out"
+    rc = keep_main(["eval", "--pred", str(exact), str(small), "--gt", str(gt_root), "-o", str(out),
+                    "--metrics", "psnr,lpips,ids,sigma_ids,flicker", "--ids-backend", "dlib",
+                    "--plot-clips", "clip_a"])
+    assert rc == 0
+    rows = _read_csv(out / "per_clip.csv")
+    assert list(rows[0].keys()) == ["method", "clip", "psnr", "lpips", "ids_dlib", "sigma_ids_dlib", "flicker_farneback"]
+    by_method = {r["method"]: r for r in rows}
+    assert float(by_method["exact"]["psnr"]) > 45 > float(by_method["small"]["psnr"])   # crf 0 yuv444: near lossless
+    assert float(by_method["exact"]["ids_dlib"]) > float(by_method["small"]["ids_dlib"])
+    summary = (out / "summary.md").read_text()
+    assert "| exact |" in summary and "| small |" in summary and "IDS↑†" in summary and "offline substitute" in summary
+    info = json.loads((out / "metrics.json").read_text())
+    from keep.metrics.lpips_metric import backbone_file
+    if not backbone_file("alex")[1].is_file():
+        assert "lpips" in info["unavailable"] and "alexnet" in info["unavailable"]["lpips"]
+        assert "n/a" in summary and rows[0]["lpips"] == ""
+    for plot in ("clip_a_identity.png", "clip_a_slice.png"):
+        assert (out / "plots" / plot).stat().st_size > 1000
+
+
+def test_eval_errors_are_clear(tmp_path, frames, capsys):
+    gt_root, pred_root = tmp_path / "gt", tmp_path / "pred"
+    write_frames(frames, gt_root / "clip_a")
+    write_frames(frames, gt_root / "clip_b")
+    write_frames(frames[:3], pred_root / "clip_a")
+    write_frames(frames, pred_root / "clip_b")
+    args = ["eval", "--pred", str(pred_root), "--gt", str(gt_root), "-o", str(tmp_path / "out"), "--metrics", "psnr"]
+    assert keep_main(args) == 2
+    assert "3 restored frames but 4 GT frames" in capsys.readouterr().err
+    write_frames(frames, pred_root / "clip_a")
+    (gt_root / "clip_c").mkdir()
+    write_frames(frames, gt_root / "clip_c")
+    assert keep_main(args) == 2
+    assert "no prediction for GT clip(s) clip_c" in capsys.readouterr().err
+    assert keep_main(args[:-1] + ["psnr,sharpness"]) == 2
+    assert "unknown metric" in capsys.readouterr().err
+
+
+def test_degrade_cli_deterministic_resumable_and_recorded(tmp_path, frames):
+    gt_root = tmp_path / "gt"
+    big = np.stack([cv2.resize(f, (256, 256), interpolation=cv2.INTER_CUBIC) for f in frames[:3]])
+    write_frames(big, gt_root / "clip_a")
+    write_frames(big[::-1].copy(), gt_root / "clip_b")
+    out1, out2 = tmp_path / "lq1", tmp_path / "lq2"
+    for out in (out1, out2):
+        assert keep_main(["degrade", "--gt", str(gt_root), "--level", "medium", "-o", str(out), "--seed", "3"]) == 0
+    for clip in ("clip_a", "clip_b"):
+        files1 = sorted((out1 / clip).iterdir())
+        assert [f.name for f in files1] == ["00000000.png", "00000001.png", "00000002.png"]
+        assert all(f.read_bytes() == (out2 / clip / f.name).read_bytes() for f in files1)   # same seed, same bytes
+        assert read_clip(out1 / clip).shape == (3, 64, 64, 3)                                 # x4 down
+        record = json.loads((out1 / f"{clip}.json").read_text())
+        params = record["params"]
+        lo_hi = TABLE_A1["medium"]
+        assert lo_hi["crf"][0] <= params["crf"] <= lo_hi["crf"][1]
+        assert lo_hi["blur_sigma"][0] <= params["blur_sigma"] <= lo_hi["blur_sigma"][1]
+        assert lo_hi["noise_sigma"][0] <= params["noise_sigma"] <= lo_hi["noise_sigma"][1]
+        assert record["clip_seed"] == clip_seed("medium", clip, 3) and record["level"] == "medium"
+        # the record alone regenerates the clip with the library
+        again = degrade_clip(read_clip(gt_root / clip), DegradationParams(**params), level_config("medium"))
+        np.testing.assert_array_equal(again, read_clip(out1 / clip))
+    # resumable: a finished clip is not rewritten; a clip without its JSON is redone
+    stamp = (out1 / "clip_a" / "00000000.png").stat().st_mtime_ns
+    (out1 / "clip_b.json").unlink()
+    assert keep_main(["degrade", "--gt", str(gt_root), "--level", "medium", "-o", str(out1), "--seed", "3"]) == 0
+    assert (out1 / "clip_a" / "00000000.png").stat().st_mtime_ns == stamp
+    assert (out1 / "clip_b.json").is_file()
+    # a different base seed gives different clips
+    out3 = tmp_path / "lq3"
+    assert keep_main(["degrade", "--gt", str(gt_root), "--level", "medium", "-o", str(out3), "--seed", "4"]) == 0
+    assert not np.array_equal(read_clip(out3 / "clip_a"), read_clip(out1 / "clip_a"))

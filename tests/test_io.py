@@ -1,0 +1,139 @@
+"""keep.io: sources (video, frame folder), the atomic MP4 writer with audio copy, image reading."""
+import itertools
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from keep.io import InputError, VideoWriter, find_inputs, open_source, read_image, write_image
+from keep.io.samples import write_sample_clip
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+VIDEOS = SHARED / "videos"
+needs_videos = pytest.mark.skipif(not (VIDEOS / "real_1.mp4").is_file(),
+                                  reason=f"shared test videos not found under {VIDEOS}")
+
+
+def first_frames(path, count):
+    with open_source(path) as source:
+        return [f.image for f in itertools.islice(source, count)]
+
+
+def decode(path):
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [(f.pts, f.to_ndarray(format="rgb24")) for f in container.decode(stream)]
+        return stream, frames, [s.codec_context.name for s in container.streams.audio]
+
+
+@needs_videos
+def test_video_source_reports_exact_rate_and_frames():
+    with open_source(VIDEOS / "real_1.mp4") as source:
+        info = source.info
+        frames = list(itertools.islice(source, 3))
+    assert (info.width, info.height, info.fps, info.kind) == (388, 512, Fraction(20), "video")
+    assert isinstance(info.time_base, Fraction) and not info.has_audio
+    assert [f.image.shape for f in frames] == [(512, 388, 3)] * 3
+    # pts advance by one frame duration in time-base units (1/20 s).
+    assert frames[1].pts - frames[0].pts == 1 / (info.fps * info.time_base)
+
+
+@needs_videos
+@pytest.mark.parametrize("suffix,codec,copied", [(".mp4", "aac", True), (".mov", "pcm_s16le", False)])
+def test_writer_keeps_rate_timestamps_and_audio(tmp_path, suffix, codec, copied):
+    clip = write_sample_clip(first_frames(VIDEOS / "real_1.mp4", 5), tmp_path / f"in{suffix}", audio_codec=codec)
+    with open_source(clip) as source:
+        assert source.info.has_audio
+        writer = VideoWriter(tmp_path / "out.mp4", source.info.width, source.info.height, source.info.fps,
+                             source.info.time_base, audio_from=clip)
+        pts_in = []
+        for frame in source:
+            writer.write(frame.image, frame.pts)
+            pts_in.append(frame.pts * frame.time_base)
+        assert not (tmp_path / "out.mp4").exists()  # only the temporary file until close()
+        writer.close()
+    assert writer.audio.remux is copied
+    stream, frames, audio = decode(tmp_path / "out.mp4")
+    assert len(frames) == 5 and stream.average_rate == 20
+    assert [p * stream.time_base for p, _ in frames] == pts_in
+    assert audio == ["aac"]
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_writer_pads_odd_sizes_and_abort_leaves_nothing(tmp_path):
+    image = np.random.default_rng(0).integers(0, 255, (31, 45, 3), dtype=np.uint8)
+    writer = VideoWriter(tmp_path / "odd.mp4", 45, 31, Fraction(25), Fraction(1, 25))
+    assert writer.padded
+    for k in range(3):
+        writer.write(image, k)
+    writer.close()
+    stream, frames, _ = decode(tmp_path / "odd.mp4")
+    assert (stream.width, stream.height, len(frames)) == (46, 32, 3)
+    aborted = VideoWriter(tmp_path / "gone.mp4", 46, 32, Fraction(25), Fraction(1, 25))
+    aborted.write(np.zeros((32, 46, 3), np.uint8), 0)
+    aborted.abort()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.mp4"]
+
+
+def test_corrupt_and_missing_inputs_raise_clear_errors(tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
+    with pytest.raises(InputError, match="cannot open video|corrupt"):
+        list(open_source(bad))
+    with pytest.raises(InputError, match="does not exist"):
+        open_source(tmp_path / "nothing.mp4")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="unsupported file type"):
+        find_inputs(tmp_path / "notes.txt")
+
+
+def test_find_inputs_tells_batch_from_frame_folder(tmp_path):
+    videos, frames, mixed = (tmp_path / n for n in ("videos", "frames", "mixed"))
+    for folder in (videos, frames, mixed):
+        folder.mkdir()
+    for name in ("b.mp4", "a.MOV"):
+        (videos / name).write_bytes(b"")
+        (mixed / name).write_bytes(b"")
+    image = np.zeros((8, 8, 3), np.uint8)
+    write_image(frames / "0001.png", image)
+    write_image(mixed / "0001.png", image)
+    assert [p.name for p in find_inputs(videos)] == ["a.MOV", "b.mp4"]
+    assert find_inputs(frames) == [frames]
+    with pytest.raises(InputError, match="mixes videos and images"):
+        find_inputs(mixed)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no videos"):
+        find_inputs(tmp_path / "empty")
+
+
+def test_read_image_converts_gray_alpha_and_16bit(tmp_path):
+    rng = np.random.default_rng(1)
+    gray = rng.integers(0, 255, (6, 7), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "g.png"), gray)
+    image, note = read_image(tmp_path / "g.png")
+    assert image.shape == (6, 7, 3) and (image == gray[..., None]).all() and "grayscale" in note
+    bgra = rng.integers(0, 255, (6, 7, 4), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "a.png"), bgra)
+    image, note = read_image(tmp_path / "a.png")
+    assert (image == bgra[..., 2::-1]).all() and "alpha" in note
+    deep = rng.integers(0, 65535, (6, 7, 3), dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "d.png"), deep)
+    image, note = read_image(tmp_path / "d.png")
+    assert image.dtype == np.uint8 and np.abs(image.astype(int) - deep[..., ::-1] / 257).max() <= 0.5
+    with pytest.raises(InputError, match="cannot read image"):
+        read_image(tmp_path / "missing.png")
+
+
+def test_frame_folder_source_uses_given_fps_and_checks_sizes(tmp_path):
+    for k in range(3):
+        write_image(tmp_path / f"{k:03d}.png", np.full((10, 12, 3), k, np.uint8))
+    with open_source(tmp_path, fps=Fraction(30000, 1001)) as source:
+        frames = list(source)
+        assert source.info.fps == Fraction(30000, 1001) and source.info.time_base == Fraction(1001, 30000)
+    assert [f.pts for f in frames] == [0, 1, 2] and [int(f.image[0, 0, 0]) for f in frames] == [0, 1, 2]
+    write_image(tmp_path / "999.png", np.zeros((11, 12, 3), np.uint8))
+    with pytest.raises(InputError, match="all frames must have one size"):
+        list(open_source(tmp_path))
