@@ -33,6 +33,15 @@ TINY_KWARGS = {
 }
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks: one thread is faster than several (and robust to a busy shared CPU)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def randomise_(module: nn.Module, seed: int = 0, gain: float = 1.0) -> nn.Module:
     """Fill every parameter with random values (zero-init blocks become non-trivial)."""
     gen = torch.Generator().manual_seed(seed)

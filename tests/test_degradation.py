@@ -127,16 +127,17 @@ def test_degrades_a_real_clip_like_the_release_examples():
     assert 15.0 < _clip_psnr(lq, frames) < 40.0             # degraded but still the same face
 
 
-def test_encoding_is_reproducible_after_other_decodes():
-    """Regression: with FFmpeg's swscale doing the RGB->YUV conversion, decoding a video changed the
-    bytes of the next encodes in the same process; the conversion is now ours."""
-    rng = np.random.default_rng(0)
-    clip = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
-    other = rng.integers(0, 256, (3, 48, 64, 3), dtype=np.uint8)
-    ref = encode_decode(clip, 30)
-    for _ in range(8):
-        encode_decode(other, 40)                             # encodes and decodes something else
-        assert encode_decode(clip, 30).tobytes() == ref.tobytes()
+def test_encoding_is_reproducible_on_small_frames():
+    """Regression: with x264's default (SIMD) build, this 64x64 clip came out of the encoder with
+    different bytes in ~9 of 10 runs; interleaved here with encodes/decodes of another clip."""
+    clip = _textured_clip(t=3, size=256)
+    params = DegradationParams(blur_sigma=6.0, noise_sigma=7.0, crf=30, seed=5)
+    cfg = DegradationConfig(upsample=False)
+    other = np.random.default_rng(0).integers(0, 256, (3, 48, 64, 3), dtype=np.uint8)
+    ref = degrade_clip(clip, params, cfg).tobytes()
+    for _ in range(12):
+        encode_decode(other, 40)
+        assert degrade_clip(clip, params, cfg).tobytes() == ref
 
 
 def test_yuv420_round_trip():

@@ -71,9 +71,10 @@ def test_flows_match_the_official_release():
 # ------------------------------------------------------------------------------------------
 # Whole network, tiny configuration
 # ------------------------------------------------------------------------------------------
-def test_tiny_config_shapes_and_registry():
+@pytest.mark.parametrize("attn_splits", [2, 1])
+def test_tiny_config_shapes_and_registry(attn_splits):
     torch.manual_seed(0)
-    net = ARCHS.build({"type": "FlowEstimator", **TINY}).eval()
+    net = ARCHS.build({"type": "FlowEstimator", **TINY, "attn_splits": attn_splits}).eval()
     assert isinstance(net.model, GMFlow) and [n for n, _ in net.named_children()] == ["model"]
     x0, x1 = torch.rand(2, 2, 3, 64, 96) * 2 - 1
     with torch.no_grad():

@@ -306,8 +306,9 @@ def global_matching(feature0: Tensor, feature1: Tensor) -> Tensor:
     """
     b, c, h, w = feature0.shape
     grid = pixel_grid(h, w, feature0.device, feature0.dtype)
-    f0 = feature0.flatten(2).transpose(1, 2)  # (B, h*w, C)
-    f1 = feature1.flatten(2).transpose(1, 2)
+    # Token-major copies: the fused attention kernel needs unit stride along channels.
+    f0 = feature0.flatten(2).transpose(1, 2).contiguous()  # (B, h*w, C)
+    f1 = feature1.flatten(2).transpose(1, 2).contiguous()
     matched = attend_narrow_values(f0, f1, grid.expand(b, -1, -1))  # (B, h*w, 2)
     return (matched - grid).transpose(1, 2).reshape(b, 2, h, w)
 

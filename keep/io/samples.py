@@ -8,6 +8,8 @@ from typing import Iterable, Optional
 import av
 import numpy as np
 
+from keep.io.source import ACCURATE
+
 
 def write_sample_clip(frames: Iterable[np.ndarray], path: Path, fps: Fraction = Fraction(20),
                       tone_hz: Optional[float] = 440.0, audio_codec: str = "aac", sample_rate: int = 44100,
@@ -27,7 +29,8 @@ def write_sample_clip(frames: Iterable[np.ndarray], path: Path, fps: Fraction = 
             audio = container.add_stream(audio_codec, rate=sample_rate)
             audio.codec_context.layout = "mono"
         for image in frames:
-            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p", interpolation=ACCURATE)
+            for packet in video.encode(frame):
                 container.mux(packet)
         for packet in video.encode(None):
             container.mux(packet)

@@ -8,12 +8,16 @@ from __future__ import annotations
 import os
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 import av
 import numpy as np
 
 from keep.io.audio import AudioCopier
+from keep.io.source import ACCURATE
+
+# Colour matrices swscale converts with (AVColorSpace values); others are left to its BT.601 default.
+_SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
 
 
 class VideoWriter:
@@ -25,7 +29,8 @@ class VideoWriter:
     """
 
     def __init__(self, path: Path, width: int, height: int, fps: Fraction, time_base: Fraction,
-                 audio_from: Optional[Path] = None, crf: int = 18, preset: str = "medium"):
+                 audio_from: Optional[Path] = None, crf: int = 18, preset: str = "medium",
+                 color: Optional[Dict[str, int]] = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
@@ -40,6 +45,11 @@ class VideoWriter:
         stream.time_base = self.time_base
         stream.codec_context.time_base = self.time_base
         stream.options = {"crf": str(crf), "preset": preset}
+        # Same colour matrix and tags as the input, so players show unchanged pixels unchanged.
+        color = {k: v for k, v in (color or {}).items() if v not in (0, 2)}  # 0 / 2: reserved / unspecified
+        for key, value in color.items():
+            setattr(stream.codec_context, key, value)
+        self._matrix = _SWS_MATRIX.get(color.get("colorspace"))
         self._stream = stream
         self.audio: Optional[AudioCopier] = None
         if audio_from is not None:
@@ -54,6 +64,7 @@ class VideoWriter:
         if self.padded:
             image = np.pad(image, ((0, self.height % 2), (0, self.width % 2), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame = frame.reformat(format="yuv420p", interpolation=ACCURATE, dst_colorspace=self._matrix)
         frame.pts = pts
         frame.time_base = self.time_base
         for packet in self._stream.encode(frame):

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import torch
 
+from keep.metrics.errors import MetricUnavailable
 from keep.registry import METRICS
 from keep.weights import WeightsNotFoundError, get_weight
 
@@ -122,7 +123,6 @@ class FlowWarpingError:
                 self.backend = "gmflow"
             except WeightsNotFoundError as err:
                 if backend == "gmflow":
-                    from keep.metrics.errors import MetricUnavailable
                     raise MetricUnavailable(f"flicker (GMFlow): {err}") from err
         self.label = f"flicker_{self.backend}"
         self.convention = (f"warping error on RGB [0,1], flow and occlusion mask from GT "

@@ -50,11 +50,10 @@ def psnr(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0, y_channel: bool
 
 def _ssim_channel(a: np.ndarray, b: np.ndarray) -> float:
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    g = cv2.getGaussianKernel(11, 1.5)
-    window = g @ g.T
+    g = cv2.getGaussianKernel(11, 1.5)   # the 2-D window is g g^T: filter rows then columns
 
     def filt(x: np.ndarray) -> np.ndarray:
-        return cv2.filter2D(x, -1, window)[5:-5, 5:-5]   # keep only windows fully inside the image
+        return cv2.sepFilter2D(x, -1, g, g)[5:-5, 5:-5]   # keep only windows fully inside the image
 
     mu_a, mu_b = filt(a), filt(b)
     var_a = filt(a * a) - mu_a ** 2
@@ -76,14 +75,13 @@ def ssim(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0, y_channel: bool
 class _FramewiseMetric:
     """Applies an image metric to every frame pair of a clip: (T, H, W, 3) uint8 x2 -> (T,) float64."""
 
-    fn = staticmethod(psnr)
-    name = ""
+    name: str
     higher_is_better = True
 
-    def __init__(self, crop_border: int = 0, y_channel: bool = False):
-        self.crop_border, self.y_channel = crop_border, y_channel
+    def __init__(self, fn, crop_border: int = 0, y_channel: bool = False):
+        self.fn, self.crop_border, self.y_channel = fn, crop_border, y_channel
         self.label = self.name + ("_y" if y_channel else "")
-        self.convention = (f"{'Y (BT.601)' if y_channel else 'RGB'}, 0-255, crop_border {crop_border}")
+        self.convention = f"{'Y (BT.601)' if y_channel else 'RGB'}, 0-255, crop_border {crop_border}"
 
     def __call__(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
         return np.array([self.fn(p, g, self.crop_border, self.y_channel) for p, g in zip(pred, gt)])
@@ -91,11 +89,15 @@ class _FramewiseMetric:
 
 @METRICS.register("psnr")
 class PSNR(_FramewiseMetric):
-    fn = staticmethod(psnr)
     name = "psnr"
+
+    def __init__(self, crop_border: int = 0, y_channel: bool = False):
+        super().__init__(psnr, crop_border, y_channel)
 
 
 @METRICS.register("ssim")
 class SSIM(_FramewiseMetric):
-    fn = staticmethod(ssim)
     name = "ssim"
+
+    def __init__(self, crop_border: int = 0, y_channel: bool = False):
+        super().__init__(ssim, crop_border, y_channel)

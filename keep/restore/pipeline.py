@@ -177,14 +177,16 @@ class _Run:
                 self.summary.notes.append("audio not copied: --fps changes the video's timing")
                 audio = None
         self.retime = o.fps is not None and info.kind == "video"
-        self.writer = VideoWriter(out, self.out_w, self.out_h, fps, time_base, audio_from=audio, crf=o.crf)
+        self.writer = VideoWriter(out, self.out_w, self.out_h, fps, time_base, audio_from=audio, crf=o.crf,
+                                  color=info.color)
         if self.writer.padded:
             self.summary.notes.append(f"odd size {self.out_w}x{self.out_h}: padded by one pixel to even "
                                       f"(H.264 yuv420p needs even sizes)")
         if self.writer.audio is not None:
             self.summary.notes.append(f"audio: {self.writer.audio.description}")
         if o.compare:
-            self.compare = VideoWriter(compare_path, 2 * self.out_w, self.out_h, fps, time_base, crf=o.crf)
+            self.compare = VideoWriter(compare_path, 2 * self.out_w, self.out_h, fps, time_base, crf=o.crf,
+                                       color=info.color)
 
     # ------------------------------------------------------------------ main loop
     def execute(self) -> RunSummary:
