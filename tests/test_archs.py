@@ -27,7 +27,8 @@ TINY_KWARGS = {
     "KEEP": MICRO, "Encoder": SMALL_VQ, "Generator": SMALL_VQ, "VQGAN": dict(SMALL_VQ, codebook_size=16),
     "VectorQuantizer": dict(codebook_size=16, emb_dim=8), "CodeTransformer": dict(
         emb_dim=8, dim_embd=16, n_head=2, n_layers=1, codebook_size=16, latent_tokens=16),
-    "TransformerSALayer": dict(embed_dim=16, nhead=2, dim_mlp=32), "UncertaintyBlock": dict(dim=16, heads=2, dim_head=8),
+    "TransformerSALayer": dict(embed_dim=16, nhead=2, dim_mlp=32),
+    "UncertaintyBlock": dict(dim=16, heads=2, dim_head=8),
     "KalmanFilterNet": dict(dim=16, num_layers=1, heads=2, dim_head=8), "CFTBlock": dict(channels=8),
     "CFABlock": dict(channels=8, heads=2, dim_head=4),
 }
@@ -74,7 +75,8 @@ def test_encoder_generator_shapes_and_fuse_points():
     enc, gen = Encoder(**SMALL_VQ), Generator(**SMALL_VQ)
     z, taps = enc(torch.randn(2, 3, 32, 32), taps=["8", "16", "32"])
     assert z.shape == (2, 8, 8, 8)
-    assert {k: tuple(v.shape) for k, v in taps.items()} == {"8": (2, 8, 8, 8), "16": (2, 8, 16, 16), "32": (2, 4, 32, 32)}
+    assert {k: tuple(v.shape) for k, v in taps.items()} == {
+        "8": (2, 8, 8, 8), "16": (2, 8, 16, 16), "32": (2, 4, 32, 32)}
     seen = []
     out = gen(z, fuse=lambda size, x: seen.append((size, tuple(x.shape))) or x)
     assert out.shape == (2, 3, 32, 32)
@@ -108,7 +110,8 @@ def test_cross_attention_and_geglu_against_reference():
     ff = randomise_(FeedForward(6))
     proj = ff.net[0].proj(x[..., :6])
     torch.testing.assert_close(ff(x[..., :6]), ff.net[2](proj[..., :24] * F.gelu(proj[..., 24:])))
-    assert [k for k, _ in ff.named_parameters()] == ["net.0.proj.weight", "net.0.proj.bias", "net.2.weight", "net.2.bias"]
+    assert [k for k, _ in ff.named_parameters()] == [
+        "net.0.proj.weight", "net.0.proj.bias", "net.2.weight", "net.2.bias"]
 
 
 def test_position_self_attention_equals_torch_multihead_attention():

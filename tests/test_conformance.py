@@ -21,7 +21,8 @@ CONFORMANCE = Path(__file__).resolve().parents[1].parent / "shared" / "conforman
 FIXTURES = sorted(CONFORMANCE.glob("keep_seed*.npz"))
 
 pytestmark = pytest.mark.skipif(not (CONFORMANCE / "keep_released_keys.json").is_file(),
-                                reason=f"conformance data not found at {CONFORMANCE} (the shared folder next to the repo)")
+                                reason=f"conformance data not found at {CONFORMANCE} "
+                                       "(the shared folder next to the repo)")
 
 
 def _load_fill():

@@ -10,7 +10,7 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 
 from keep.face import (FFHQ_TEMPLATE_512, Detection, FacePaster, FaceTracker, GapFiller, StreamingGaussian,
-                       align_matrix, make_detector, warp_face)
+                       align_matrix, crop_matrix, make_detector, warp_face)
 from keep.face.detect import landmarks5_from_68
 from keep.face.paste import to_uint8
 from keep.io import open_source
@@ -180,3 +180,30 @@ def test_realesrgan_missing_weights_say_where_to_put_them(tmp_path, monkeypatch)
     monkeypatch.setenv("KEEP_WEIGHTS_DIR", str(tmp_path))
     with pytest.raises(WeightsNotFoundError, match="RealESRGAN_x2plus.pth"):
         RealESRGANUpsampler(torch.device("cpu"), download=False)
+
+
+def test_crop_at_network_size_is_the_512_crop_resampled():
+    image = np.random.default_rng(4).integers(0, 255, (200, 240, 3), dtype=np.uint8)
+    image = cv2.GaussianBlur(image, (0, 0), 6)   # smooth content: resampling orders then agree
+    matrix = align_matrix(FFHQ_TEMPLATE_512 * 0.3 + [40, 30])
+    small = warp_face(image, crop_matrix(matrix, 128), 128).astype(float)
+    large = cv2.resize(warp_face(image, matrix), (128, 128), interpolation=cv2.INTER_AREA).astype(float)
+    assert np.abs(small - large)[8:-8, 8:-8].mean() < 1.0
+    # The paste-back maps a 128 face onto the same place as a 512 one.
+    paster = FacePaster(1)
+    np.testing.assert_allclose(paster.face_to_canvas(matrix, 128) @ [63.5, 63.5, 1],
+                               paster.face_to_canvas(matrix, 512) @ [255.5, 255.5, 1], atol=1e-9)
+
+
+def test_parsing_mask_loads_registry_weights_and_fades_to_zero_at_the_border(tmp_path, monkeypatch):
+    from facexlib.parsing.parsenet import ParseNet
+
+    from keep.face.parsing import ParseMasker
+    monkeypatch.setenv("KEEP_WEIGHTS_DIR", str(tmp_path))
+    torch.manual_seed(0)
+    (tmp_path / "facelib").mkdir()
+    torch.save(ParseNet(in_size=512, out_size=512, parsing_ch=19).state_dict(),
+               tmp_path / "facelib" / "parsing_parsenet.pth")
+    mask = ParseMasker(torch.device("cpu"), download=False)(np.full((512, 512, 3), 128, np.uint8))
+    assert mask.shape == (512, 512) and mask.min() >= 0.0 and mask.max() <= 1.0
+    assert mask[:10].max() == 0 and mask[:, -10:].max() == 0

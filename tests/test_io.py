@@ -137,3 +137,17 @@ def test_frame_folder_source_uses_given_fps_and_checks_sizes(tmp_path):
     write_image(tmp_path / "999.png", np.zeros((11, 12, 3), np.uint8))
     with pytest.raises(InputError, match="all frames must have one size"):
         list(open_source(tmp_path))
+
+
+def test_variable_frame_rate_timestamps_are_kept(tmp_path):
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 255, (16, 16, 3), dtype=np.uint8) for _ in range(5)]
+    pts = [0, 1, 3, 4, 8]   # in 1/30 s: irregular
+    writer = VideoWriter(tmp_path / "vfr.mp4", 16, 16, Fraction(30), Fraction(1, 30))
+    for image, p in zip(images, pts):
+        writer.write(image, p)
+    writer.close()
+    with open_source(tmp_path / "vfr.mp4") as source:
+        frames = list(source)
+        assert any("variable frame rate" in n for n in source.info.notes)
+    assert [f.pts * f.time_base for f in frames] == [Fraction(p, 30) for p in pts]

@@ -119,8 +119,9 @@ class KalmanFilterNet(nn.Module):
         hidden = z_obs.flatten(3).transpose(2, 3)  # (B, T, h*w, C), token order row-major
         anchors, prevs = [], []
         for k, block in enumerate(self.uncertainty_estimator):
-            anchors.append(hidden[:, 0] if context is None else context.anchor[k])
-            prevs.append(hidden[:, -1])
+            # copies, so a carried context does not keep the whole window's activations alive
+            anchors.append(hidden[:, 0].clone() if context is None else context.anchor[k])
+            prevs.append(hidden[:, -1].clone())
             hidden = block(hidden, None if context is None else context.anchor[k],
                            None if context is None else context.prev[k])
         maps = hidden.transpose(2, 3).reshape(b * t, c, h, w)

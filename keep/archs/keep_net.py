@@ -19,6 +19,7 @@ by window with memory for one window only (:meth:`KEEP.restore_window`).
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -180,7 +181,8 @@ class KEEP(nn.Module, CodeTransformerMixin):
         out = self._run(x, need_upscale, flows, state, propagate, detach_codes, feature_scales)
         return out if (return_intermediates or self.training) else out.frames
 
-    def restore_window(self, x: torch.Tensor, state: Optional[KalmanState] = None, **kwargs
+    def restore_window(self, x: torch.Tensor, state: Optional[KalmanState] = None, *, need_upscale: bool = False,
+                       flows: Optional[torch.Tensor] = None, propagate: bool = True
                        ) -> Tuple[torch.Tensor, Optional[KalmanState]]:
         """Restore a window continuing from ``state``; returns (frames (B, T, 3, H, W), new state).
 
@@ -188,13 +190,12 @@ class KEEP(nn.Module, CodeTransformerMixin):
         predictions, CFA memories and ST-attention keys (anchor = first frame of the stream) as one
         window over all T. The one exception is the gain's temporal attention, which is non-causal
         and spans the current window only, so gains (and what follows from them) differ unless
-        that attention is a no-op. ``state=None`` is the release's forward.
+        that attention is a no-op. ``state=None`` is the release's forward (the release restarts every
+        20-frame chunk, so its anchor is the chunk's first frame; a carried state keeps the stream's).
+        With ``propagate=False`` every frame is restored alone, ``state`` is ignored and None returned.
+        Other arguments as in :meth:`forward`.
         """
-        out = self._run(x, kwargs.pop("need_upscale", False), kwargs.pop("flows", None), state,
-                        kwargs.pop("propagate", True), kwargs.pop("detach_codes", True),
-                        kwargs.pop("feature_scales", ()))
-        if kwargs:
-            raise TypeError(f"unexpected arguments: {sorted(kwargs)}")
+        out = self._run(x, need_upscale, flows, state, propagate, True, ())
         return out.frames, out.state
 
     # ------------------------------------------------------------------ internals
@@ -226,9 +227,18 @@ class KEEP(nn.Module, CodeTransformerMixin):
             return x.new_zeros(b, 0, 2, h, w)
         current = x[:, 1:] if state is None else x
         previous = x[:, :-1] if state is None else torch.cat([state.prev_input[:, None], x[:, :-1]], dim=1)
-        with torch.no_grad():  # the flow net is frozen
-            out = self.flownet(current.flatten(0, 1), previous.flatten(0, 1))
+        with torch.no_grad(), self._full_precision(x):  # the flow net is frozen; see _full_precision
+            out = self.flownet(current.flatten(0, 1).float(), previous.flatten(0, 1).float())
         return out.float().view(b, pairs, 2, h, w)
+
+    @staticmethod
+    def _full_precision(x: torch.Tensor):
+        """Autocast off: under bf16/fp16 autocast, global matching (a softmax over 64x64 positions of
+        128-d correlations) loses sub-pixel flow accuracy and near-tied code logits can flip the top-1
+        code, so the flow net and the code transformer (both cheap next to the convolutions) stay fp32."""
+        if torch.is_autocast_enabled(x.device.type):
+            return torch.autocast(x.device.type, enabled=False)
+        return nullcontext()
 
     def _mask_tokens(self, z: torch.Tensor) -> torch.Tensor:
         """Training-time token dropping: zero a random ``mask_ratio`` of the observed tokens."""
@@ -239,7 +249,8 @@ class KEEP(nn.Module, CodeTransformerMixin):
 
     def _quantise(self, z: torch.Tensor, detach_codes: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """z (N, C, h, w) -> logits (N, h*w, K), indices (N, h*w), codes (N, C, h, w)."""
-        logits = self.code_logits(z)
+        with self._full_precision(z):
+            logits = self.code_logits(z.float())
         # top-1 code per token (the release takes top-1 of the softmax: the same index)
         indices = logits.argmax(dim=-1)
         quant = self.quantize.lookup(indices, z.shape[-2:])
@@ -271,7 +282,8 @@ class KEEP(nn.Module, CodeTransformerMixin):
         feats: Dict[str, List[torch.Tensor]] = {str(s): [] for s in feature_scales}
         for size in feats:
             if size not in self.generator.fuse_index:
-                raise ValueError(f"feature scale {size} is not a decoder resolution: {sorted(self.generator.fuse_index)}")
+                raise ValueError(f"feature scale {size} is not a decoder resolution: "
+                                 f"{sorted(self.generator.fuse_index)}")
 
         # LQ encoder over the whole window at once; CFT taps are detached as in the release
         z_flat, taps_flat = self.encoder(x.flatten(0, 1), self.connect_list)
@@ -281,7 +293,7 @@ class KEEP(nn.Module, CodeTransformerMixin):
         if not propagate:  # every frame alone: frame-0 semantics, batched over B*T
             logits, indices, quant = self._quantise(z_obs.flatten(0, 1), detach_codes)
             frames = self._decode(quant, {s: f.flatten(0, 1) for s, f in taps.items()}, None, feats)
-            return KEEPOutput(frames.view(b, t, *frames.shape[1:]), logits.view(b, t, *logits.shape[1:]),
+            return KEEPOutput(frames.float().view(b, t, *frames.shape[1:]), logits.view(b, t, *logits.shape[1:]),
                               indices.view(b, t, -1), z_obs,
                               gen_feats={s: v[0].view(b, t, *v[0].shape[1:]) for s, v in feats.items()})
 
@@ -302,7 +314,7 @@ class KEEP(nn.Module, CodeTransformerMixin):
             outs.append(prev_out)
             all_logits.append(logits)
             all_indices.append(indices)
-        new_state = KalmanState(x[:, -1], prev_out, memory, context,
+        new_state = KalmanState(x[:, -1].clone(), prev_out, memory, context,
                                 t + (0 if state is None else state.frames_seen))
-        return KEEPOutput(torch.stack(outs, 1), torch.stack(all_logits, 1), torch.stack(all_indices, 1), z_obs,
+        return KEEPOutput(torch.stack(outs, 1).float(), torch.stack(all_logits, 1), torch.stack(all_indices, 1), z_obs,
                           gains, flows, {s: torch.stack(v, 1) for s, v in feats.items()}, new_state)

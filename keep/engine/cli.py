@@ -40,7 +40,9 @@ def main(args: argparse.Namespace) -> int:
         print("keep train: interrupted; continue from the last checkpoint with --resume")
         return 130
     if trainer.stop_requested:
-        print(f"keep train: stopped at step {trainer.step} (checkpoint saved); continue with --resume")
+        if trainer.dist.is_main:
+            print(f"keep train: stopped at step {trainer.step} (checkpoint saved); continue with --resume")
         return 143
-    print(f"keep train: done at step {trainer.step}; run folder {trainer.run_dir}")
+    if trainer.dist.is_main:
+        print(f"keep train: done at step {trainer.step}; run folder {trainer.run_dir}")
     return 0

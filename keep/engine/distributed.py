@@ -58,6 +58,17 @@ def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
     return bool(t.item() > 0)
 
 
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (BatchNorm statistics, spectral-norm vectors) to every rank.
+
+    DDP broadcasts buffers at the start of each forward only, and forwards outside DDP (the
+    generator's view of D) update them locally, so after a step the replicas' buffers drift apart;
+    syncing them at the end of every step keeps replicas, EMA and checkpoints identical."""
+    if info.enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, 0)
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

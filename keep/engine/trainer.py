@@ -27,7 +27,8 @@ from keep.data.dataset import VideoClipDataset, to_uint8
 from keep.data.sampler import StepSampler
 from keep.engine import checkpoint as ckpt
 from keep.engine.config import TrainConfig
-from keep.engine.distributed import DistInfo, any_rank, barrier, cleanup, init_distributed, mean_over_ranks
+from keep.engine.distributed import (DistInfo, any_rank, barrier, broadcast_buffers, cleanup, init_distributed,
+                                     mean_over_ranks)
 from keep.engine.ema import ModelEma
 from keep.engine.init import apply_frozen, apply_init, preflight
 from keep.engine.logger import TensorBoard, setup_logging
@@ -242,6 +243,8 @@ class Trainer:
                 self.model.train()
                 logs = self.model.training_step(batch, self.step, self.ctx)
                 self.scaler.update()
+                for module in self.model.networks().values():
+                    broadcast_buffers(module, self.dist)
                 if self.ema is not None:
                     self.ema.update(self.model.net)
                 self.step += 1

@@ -6,4 +6,5 @@ from keep.face.smoothing import GapFiller, StreamingGaussian, gaussian_kernel
 from keep.face.tracking import FaceTracker
 
 __all__ = ["FACE_SIZE", "FFHQ_TEMPLATE_512", "Detection", "FaceDetector", "FacePaster", "FaceTracker",
-           "GapFiller", "StreamingGaussian", "align_matrix", "crop_matrix", "gaussian_kernel", "make_detector", "warp_face"]
+           "GapFiller", "StreamingGaussian", "align_matrix", "crop_matrix", "gaussian_kernel", "make_detector",
+           "warp_face"]

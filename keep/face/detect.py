@@ -25,10 +25,6 @@ class Detection:
     landmarks: np.ndarray
     score: float
 
-    @property
-    def area(self) -> float:
-        return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
-
 
 class FaceDetector(ABC):
     """``detect(image)`` with image (H, W, 3) uint8 RGB -> list of :class:`Detection`."""

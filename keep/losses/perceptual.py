@@ -10,7 +10,7 @@ from typing import Dict
 
 import torch
 import torch.nn.functional as F
-import torchvision
+from torchvision.models.vgg import cfgs as vgg_cfgs, make_layers
 from torch import nn
 
 from keep.registry import LOSSES
@@ -45,11 +45,11 @@ class PerceptualLoss(nn.Module):
         last = max(VGG19_CONVS[k] for k in self.layer_weights)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # a random backbone must be the same on every rank and every resume
-            vgg = torchvision.models.vgg19(weights=None)
+            features = make_layers(vgg_cfgs["E"])  # VGG-19's convolutional part, torchvision's layout
         if pretrained:
-            vgg.load_state_dict(torch.load(get_weight("vgg19", download=False), map_location="cpu",
-                                           weights_only=True))
-        self.features = vgg.features[:last + 1]
+            state = torch.load(get_weight("vgg19", download=False), map_location="cpu", weights_only=True)
+            features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
+        self.features = features[:last + 1]
         self._taps = {VGG19_CONVS[k]: k for k in self.layer_weights}
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)

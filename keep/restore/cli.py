@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16", default="fp32",
                            help="float16 autocast (GPU)")
-    precision.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="bfloat16 autocast (GPU)")
+    precision.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
+                           help="bfloat16 autocast (GPU)")
     parser.add_argument("--max-gap", type=int, default=20,
                         help="frames without a detection bridged by interpolation inside a track (default 20)")
     parser.add_argument("--save-faces", action="store_true", help="also write restored faces as PNG")

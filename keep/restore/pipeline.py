@@ -100,7 +100,9 @@ class VideoRestorer:
         self.detector: Optional[FaceDetector] = None
         self.paster: Optional[FacePaster] = None
         self.upsampler = None
-        if options.bg_upsampler or options.face_upsample:
+        if options.face_upsample and options.upscale == 1:
+            self.notes.append("--face-upsample has no effect with --upscale 1")
+        if options.bg_upsampler or (options.face_upsample and options.upscale > 1):
             from keep.restore.upsampler import RealESRGANUpsampler
             self.upsampler = RealESRGANUpsampler(self.device, tile=options.bg_tile,
                                                  half=options.precision == "fp16")
@@ -245,12 +247,13 @@ class _Run:
         self.summary.frames_without_detection += not detections
         assigned = self.tracker.update(detections, self.info.width, self.info.height)
         t = frame.index
+        first_faces = self.summary.tracks == 0
         for tid, det in assigned.items():
             if tid in self.tracks:
                 continue
-            # A face first seen near the clip's start is held back to frame 0 (np.interp's constant
-            # extrapolation in the release); frames 0..t-1 are still buffered (see _release).
-            start = 0 if t <= self.o.max_gap else t
+            # The clip's first face(s), when seen near its start, are held back to frame 0 (np.interp's
+            # constant extrapolation in the release); frames 0..t-1 are still buffered (see _release).
+            start = 0 if first_faces and t <= self.o.max_gap else t
             track = self.tracks[tid] = _Track(tid, start, self.o.max_gap, self.o.sigma)
             self.summary.tracks += 1
             for _ in range(start, t):

@@ -1,0 +1,56 @@
+"""Two processes on CPU (gloo), launched the way torchrun does it (environment variables only):
+after a few DDP steps every replica holds the same weights although each read different clips."""
+import os
+import socket
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+
+from keep.config import load_config
+from keep.engine.config import TrainConfig
+from keep.engine.trainer import Trainer
+from test_data import make_clips
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, tmp: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    cfg = load_config(TrainConfig, REPO / "configs" / "tiny_stage1.yaml",
+                      [f"output_dir={tmp}/runs", f"data.train.root={tmp}/clips", "data.train.clips=[]",
+                       "data.val=null", "iters=3", "data.batch_size=1", "losses.disc_start=0", "export=false"])
+    trainer = Trainer(cfg)
+    keys = []
+    step_fn = trainer.model.training_step
+
+    def recording(batch, step, ctx):
+        keys.extend(batch["key"])
+        return step_fn(batch, step, ctx)
+    trainer.model.training_step = recording
+    trainer.fit()
+    torch.save({"net": trainer.model.net.state_dict(), "disc": trainer.model.disc.state_dict(), "keys": keys,
+                "ddp": type(trainer.model.runners["net"]).__name__}, f"{tmp}/rank{rank}.pt")
+    trainer.close()
+
+
+def test_two_gloo_processes_keep_replicas_identical(tmp_path):
+    make_clips(tmp_path / "clips", n_clips=4, n_frames=3)
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["ddp"] == "DistributedDataParallel"
+    assert r0["keys"] != r1["keys"]  # each rank trained on its own share of the clips
+    for part in ("net", "disc"):
+        for key, value in r0[part].items():
+            assert torch.equal(value, r1[part][key]), f"{part}.{key} differs between replicas"
+    initial = torch.load(sorted((tmp_path / "runs" / "tiny_stage1" / "checkpoints").glob("*.pth"))[-1],
+                         weights_only=True)
+    assert initial["world_size"] == 2 and initial["step"] == 3
