@@ -62,13 +62,15 @@ def create_model(name: str = "keep-v1", **overrides: Any) -> KEEP:
 
 
 def load_model(weights: Union[str, Path, None] = None, device: Union[str, torch.device] = "cpu",
-               name: Optional[str] = None, download: bool = True) -> KEEP:
+               name: Optional[str] = None, download: bool = True,
+               channels_last: Optional[bool] = None) -> KEEP:
     """Build a network and load a checkpoint into it (strictly), in eval mode on ``device``.
 
     weights: a file path, or a name in :data:`keep.weights.WEIGHTS` (``"keep-v1"`` general v1.0.0,
     ``"keep-v1-asian"``, ``"keep-v0.1"``); None = ``"keep-v1"``. Any layout that
     :func:`keep.checkpoint.load_checkpoint` reads works. A file that describes its own arch builds that
-    arch; otherwise ``name`` (default ``"keep-v1"``) picks the configuration.
+    arch; otherwise ``name`` (default ``"keep-v1"``) picks the configuration. ``channels_last``
+    (default: on CPU only, where it is faster) calls :meth:`KEEP.channels_last_`.
     """
     from keep.weights import WEIGHTS, get_weight
 
@@ -87,4 +89,10 @@ def load_model(weights: Union[str, Path, None] = None, device: Union[str, torch.
     else:
         model = create_model(name or "keep-v1")
     load_state_dict_into(model, state_dict, source=str(path))
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    supported = hasattr(model, "channels_last_")
+    if channels_last and not supported:
+        raise ValueError(f"channels_last is not supported by {type(model).__name__}")
+    if channels_last or (channels_last is None and supported and torch.device(device).type == "cpu"):
+        model.channels_last_()
+    return model

@@ -35,8 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--tiny", action="store_true", help="benchmark keep-tiny instead of keep-v1")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs (the best is reported)")
-    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False,
-                        help="convert the network to channels-last memory format")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                        help="channels-last convolutions except the flow net's (default: on CPU only, "
+                             "as keep.load_model does)")
     parser.add_argument("--compare", action="store_true",
                         help="with bf16/fp16: also run fp32 and print how far the autocast result is from it")
     parser.add_argument("--breakdown", action=argparse.BooleanOptionalAction, default=True,
@@ -89,23 +90,28 @@ def main(argv=None) -> int:
     net = create_model(name)
     randomise_weights(net)
     net = net.to(device)
+    if args.channels_last is None:
+        args.channels_last = device.type == "cpu"
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     if args.channels_last:
-        net = net.to(memory_format=memory_format)
+        net.channels_last_()
     dtype = DTYPES[args.dtype]
     x = (torch.rand(1, args.frames, 3, 512, 512, generator=torch.Generator().manual_seed(0)) * 2 - 1).to(device)
 
     def autocast():
         return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
+    cpu_seconds = {}
+
     def timed(fn) -> float:
         if cuda:
             torch.cuda.synchronize(device)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         with torch.inference_mode(), autocast():
             fn()
         if cuda:
             torch.cuda.synchronize(device)
+        cpu_seconds[fn] = time.process_time() - start_cpu
         return time.perf_counter() - start
 
     print(f"network   {name} ({sum(p.numel() for p in net.parameters()) / 1e6:.1f} M parameters), "
@@ -116,9 +122,18 @@ def main(argv=None) -> int:
     print(f"warm-up   {timed(lambda: net(warm)):.2f} s ({warm.shape[1]} frames)", flush=True)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    total = min(timed(lambda: net(x)) for _ in range(max(1, args.repeats)))
+    def window():
+        net(x)
+
+    total = min(timed(window) for _ in range(max(1, args.repeats)))
     frames = args.frames
     print(f"window    {total:.2f} s  ->  {total / frames:.3f} s/frame, {frames / total:.2f} frames/s")
+    if not cuda:
+        # CPU seconds of this process: on a shared, busy CPU the wall time above is inflated;
+        # CPU time / threads estimates the wall time of an idle machine
+        used = cpu_seconds[window]
+        print(f"cpu time  {used:.1f} s ({used / frames:.2f} s/frame; / {torch.get_num_threads()} threads = "
+              f"{used / frames / torch.get_num_threads():.2f} s/frame if the cores were free)")
     if cuda:
         print(f"memory    CUDA max allocated {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
     else:

@@ -32,6 +32,10 @@ def test_release_layouts_load(tmp_path, tiny, layout):
     loaded = load_model(path, name="keep-tiny")
     assert not loaded.training
     assert_same_weights(loaded, tiny)
+    # on CPU the convolutions go channels-last, except the flow net's (numerically sensitive)
+    assert loaded.generator.blocks[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert loaded.flownet.model.backbone.conv1.weight.is_contiguous()
+    assert load_model(path, name="keep-tiny", channels_last=False).generator.blocks[0].weight.is_contiguous()
 
 
 def test_v1_names_rename_both_ways(tiny):

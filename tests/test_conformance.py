@@ -39,11 +39,13 @@ def manifest():
 
 @pytest.fixture(scope="module")
 def released():
-    return create_model("keep-v1")
+    # channels-last (except the flow net) is what load_model gives on CPU: check that path
+    return create_model("keep-v1").channels_last_()
 
 
 def test_state_dict_keys_and_shapes_equal_the_release(released, manifest):
     ours = {k: (list(v.shape), str(v.dtype).replace("torch.", "")) for k, v in released.state_dict().items()}
+    assert list(released.state_dict())[0] == "position_emb"
     ref = {k: (shape, dtype) for k, shape, dtype in manifest["keys"]}
     assert len(ref) == 896
     assert sorted(set(ref) - set(ours)) == [] and sorted(set(ours) - set(ref)) == []

@@ -83,6 +83,16 @@ def test_tiny_config_shapes_and_registry(attn_splits):
     assert torch.isfinite(flow).all()
 
 
+def test_gradients_reach_every_parameter_and_the_images():
+    """The flow net may be trained; propagation sees a detached flow but features keep gradients."""
+    torch.manual_seed(0)
+    net = FlowEstimator(**TINY)
+    images = (torch.rand(2, 1, 3, 32, 48) * 2 - 1).requires_grad_()
+    net(images[0], images[1]).square().mean().backward()
+    assert images.grad.abs().sum() > 0
+    assert [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum()] == []
+
+
 def test_estimator_maps_minus_one_one_to_0_255():
     torch.manual_seed(0)
     net = FlowEstimator(**TINY).eval()
@@ -112,7 +122,8 @@ def test_bad_inputs_raise_clear_errors(shapes):
         net(torch.zeros(shapes[0]), torch.zeros(shapes[1]))
 
 
-@pytest.mark.parametrize("kwargs", [dict(num_scales=2), dict(num_head=2), dict(upsample_factor=4)])
+@pytest.mark.parametrize("kwargs", [dict(num_scales=2), dict(num_head=2), dict(upsample_factor=4),
+                                    dict(attn_splits=0), dict(feature_channels=30)])
 def test_unsupported_configurations_raise(kwargs):
     with pytest.raises(ValueError):
         GMFlow(**kwargs)

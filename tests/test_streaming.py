@@ -117,6 +117,8 @@ def test_precomputed_flows_are_used_and_checked(clip):
         zero = net(x, flows=torch.zeros_like(ref.flows))
         with pytest.raises(ValueError, match="flows must be"):
             net(x, state=ref.state, flows=ref.flows)  # a carried state needs T flows, not T - 1
+        with pytest.raises(ValueError, match="new stream"):
+            net(clip[:, :2], state=ref.state)  # batch of 2 after a batch of 1
     torch.testing.assert_close(again, ref.frames)
     assert (zero - ref.frames).abs().max() > 1e-4
 

@@ -64,10 +64,10 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, Cin, H, W) -> (N, Cout, H/stride, W/stride)."""
-        y = F.relu(self.norm1(self.conv1(x)))
-        y = F.relu(self.norm2(self.conv2(y)))
+        y = F.relu(self.norm1(self.conv1(x)), inplace=True)
+        y = F.relu(self.norm2(self.conv2(y)), inplace=True)
         skip = x if self.downsample is None else self.downsample(x)
-        return F.relu(skip + y)
+        return F.relu(skip + y, inplace=True)
 
 
 class CNNEncoder(nn.Module):
@@ -90,7 +90,7 @@ class CNNEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, 3, H, W) normalised RGB -> (N, out_channels, H/8, W/8)."""
-        x = F.relu(self.norm1(self.conv1(x)))
+        x = F.relu(self.norm1(self.conv1(x)), inplace=True)
         return self.conv2(self.layer3(self.layer2(self.layer1(x))))
 
 
@@ -386,6 +386,8 @@ class GMFlow(nn.Module):
         if feature_channels % 4:
             raise ValueError(f"feature_channels={feature_channels} must be a multiple of 4 "
                              "(sin/cos position features per axis)")
+        if attn_splits < 1:
+            raise ValueError(f"attn_splits={attn_splits} must be >= 1 (windows per side)")
         if len(backbone_channels) != 3:
             raise ValueError(f"backbone_channels={backbone_channels!r} needs 3 widths")
         self.upsample_factor = upsample_factor
@@ -412,7 +414,7 @@ class GMFlow(nn.Module):
         if img0.dim() != 4 or img0.shape[1] != 3 or img0.shape != img1.shape:
             raise ValueError(f"GMFlow expects two (N, 3, H, W) RGB batches of the same shape, got "
                              f"{tuple(img0.shape)} and {tuple(img1.shape)}")
-        n, _, height, width = img0.shape
+        height, width = img0.shape[-2:]
         multiple = self.upsample_factor * self.attn_splits
         pad_h, pad_w = -height % multiple, -width % multiple
         images = torch.cat((img0, img1))  # one backbone pass for both images
@@ -423,7 +425,7 @@ class GMFlow(nn.Module):
         feature0, feature1 = self.backbone(images).chunk(2)  # (N, C, h, w) each
         h, w = feature0.shape[-2:]
         position = sine_position_encoding(h // self.attn_splits, w // self.attn_splits,
-                                          feature0.shape[1], feature0.device)
+                                          feature0.shape[1], feature0.device).to(feature0.dtype)
         # The encoding restarts in every attention window (it is computed per split window).
         position = position.repeat(1, 1, self.attn_splits, self.attn_splits)
         feature0, feature1 = self.transformer(feature0 + position, feature1 + position,
@@ -452,5 +454,5 @@ class FlowEstimator(nn.Module):
 
     def forward(self, img0: Tensor, img1: Tensor) -> Tensor:
         """img0, img1: (N, 3, H, W) RGB in [-1, 1] -> flow img0 -> img1, (N, 2, H, W) pixels."""
-        # Same arithmetic as the release, (x + 1) / 2 * 255, so the numerics match bit for bit.
+        # The release's arithmetic, (x + 1) / 2 * 255, kept so rounding follows it too.
         return self.model((img0 + 1) / 2 * 255, (img1 + 1) / 2 * 255)

@@ -198,6 +198,18 @@ class KEEP(nn.Module, CodeTransformerMixin):
         out = self._run(x, need_upscale, flows, state, propagate, True, ())
         return out.frames, out.state
 
+    def channels_last_(self) -> "KEEP":
+        """Put every convolution except the flow net's in channels-last memory format (in place).
+
+        On CPU this saves about a fifth of the encoder / generator time (oneDNN convolutions need no
+        layout reorders). The flow net stays NCHW: its global matching amplifies the changed summation
+        order (flows moved by up to 2e-2 px in the conformance check, vs 6e-3 px in NCHW).
+        """
+        for name, child in self.named_children():
+            if name != "flownet":
+                child.to(memory_format=torch.channels_last)
+        return self
+
     # ------------------------------------------------------------------ internals
     def _check_input(self, x: torch.Tensor, need_upscale: bool) -> torch.Tensor:
         if x.dim() != 5 or x.shape[2] != 3:
@@ -279,6 +291,9 @@ class KEEP(nn.Module, CodeTransformerMixin):
              feature_scales: Sequence[str]) -> KEEPOutput:
         x = self._check_input(x, need_upscale)
         b, t = x.shape[:2]
+        if state is not None and propagate and state.prev_output.shape != x[:, 0].shape:
+            raise ValueError(f"the carried state holds frames {tuple(state.prev_output.shape)} but this window's "
+                             f"frames are {tuple(x[:, 0].shape)}; start a new stream with state=None")
         feats: Dict[str, List[torch.Tensor]] = {str(s): [] for s in feature_scales}
         for size in feats:
             if size not in self.generator.fuse_index:

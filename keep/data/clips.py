@@ -28,14 +28,12 @@ class ClipSource:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.name = self.path.stem if self.path.is_file() else self.path.name
+        self._files: List[Path] = []
+        self._video = None
         if self.path.is_dir():
             self._files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
             if not self._files:
                 raise ValueError(f"clip folder {self.path} holds no frames ({', '.join(IMAGE_EXTS)})")
-            self._video = None
-        else:
-            self._files = []
-            self._video = None
         self._num_frames = len(self._files) if self._files else None
 
     def _decode(self) -> np.ndarray:

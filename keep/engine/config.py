@@ -90,6 +90,9 @@ class TrainConfig:
     output_dir: str = "experiments"
     seed: int = 0
     device: str = "auto"                        # auto | cpu | cuda
+    # torch CPU threads per process; 0 = torch's default. Tiny networks run fastest on one thread
+    # (several threads spin-wait on a shared or small machine)
+    cpu_threads: int = 0
     discriminator: Optional[Dict[str, Any]] = None   # {type: PatchDiscriminator | TemporalPatchDiscriminator, ...}
     init: List[InitConfig] = field(default_factory=list)
     frozen: List[str] = field(default_factory=list)  # parameter-name prefixes of `net` kept fixed

@@ -14,7 +14,7 @@ class StepContext:
                  scaler: torch.amp.GradScaler, amp: str, device: torch.device, grad_clip: Dict[str, float]):
         self.optimizers, self.params, self.scaler = optimizers, {k: list(v) for k, v in params.items()}, scaler
         self.amp, self.device, self.grad_clip = amp, device, grad_clip
-        self.grad_norms: Dict[str, float] = {}
+        self.grad_norms: Dict[str, float] = {}  # pre-clipping norms of the last step, logged
 
     def autocast(self):
         if self.amp == "none":

@@ -72,8 +72,14 @@ def resolve_resume(resume: Union[None, bool, str], ckpt_dir: Path) -> Optional[P
 
 
 class Trainer:
+    """Builds everything a run needs from ``cfg`` (and ``resume``); :meth:`fit` trains, :meth:`close`
+    releases the process group and the TensorBoard writer."""
+
     def __init__(self, cfg: TrainConfig, resume: Union[None, bool, str] = None):
         self.cfg = cfg
+        self._threads_before = torch.get_num_threads()  # restored by close(): a library call leaves no trace
+        if cfg.cpu_threads > 0:
+            torch.set_num_threads(cfg.cpu_threads)
         device_kind = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
         self.dist: DistInfo = init_distributed(device_kind)
         self.device = pick_device(cfg.device, self.dist.local_rank)
@@ -186,7 +192,7 @@ class Trainer:
             lpips_metric = self._lpips()
             dataset = VideoClipDataset(self.cfg.data.val)
             psnrs, lpips_values = [], []
-            for i in tqdm(range(len(dataset)), desc="validation", leave=False, disable=not self.dist.is_main):
+            for i in tqdm(range(len(dataset)), desc="validation", leave=False):
                 batch = self._to_device({k: v[None] if torch.is_tensor(v) else v for k, v in dataset[i].items()})
                 output = self.model.restore(net, batch)
                 pred, gt = to_uint8(output[0]), to_uint8(batch["gt"][0])
@@ -242,6 +248,7 @@ class Trainer:
                 batch = self._to_device(next(loader))
                 self.model.train()
                 logs = self.model.training_step(batch, self.step, self.ctx)
+                logs.update({f"grad_norm_{k}": v for k, v in self.ctx.grad_norms.items()})
                 self.scaler.update()
                 for module in self.model.networks().values():
                     broadcast_buffers(module, self.dist)
@@ -299,6 +306,7 @@ class Trainer:
     def close(self) -> None:
         self.tb.close()
         cleanup(self.dist)
+        torch.set_num_threads(self._threads_before)
 
 
 def _hms(seconds: float) -> str:

@@ -36,4 +36,4 @@ class ParseMasker:
         mask[-10:, :] = 0
         mask[:, :10] = 0
         mask[:, -10:] = 0
-        return mask / 255.0
+        return np.clip(mask / 255.0, 0.0, 1.0)  # the blurs can overshoot 255 by float rounding

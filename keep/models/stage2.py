@@ -33,8 +33,8 @@ class CodePredictionStage(StageModel):
     def training_step(self, batch: Dict[str, torch.Tensor], step: int, ctx) -> Dict[str, float]:
         w = self.cfg.losses
         gt = batch["gt"]
+        indices, target_feat = self.code_targets(gt)  # full precision: targets must not flip with AMP
         with ctx.autocast():
-            indices, target_feat = self.code_targets(gt)
             out = self.runners["net"](upsample_like(batch["lq"], gt), detach_codes=False)
             ce = code_cross_entropy(out.logits.flatten(0, 1), indices)
             feat = code_feature_loss(out.z_obs.flatten(0, 1), target_feat)

@@ -31,7 +31,9 @@ class FusionStage(StageModel):
         self.temporal = TemporalLoss(w.consistency_alpha, w.consistency_beta) if w.temporal > 0 else None
 
     def _flow(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return self.net.flownet(a, b)
+        """GT flow for the temporal loss, in fp32 even under AMP (the consistency mask is a threshold)."""
+        with torch.autocast(a.device.type, enabled=False):
+            return self.net.flownet(a.float(), b.float())
 
     def training_step(self, batch: Dict[str, torch.Tensor], step: int, ctx) -> Dict[str, float]:
         w = self.cfg.losses

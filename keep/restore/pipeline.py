@@ -93,6 +93,8 @@ class VideoRestorer:
             raise ValueError("--window must be at least 1")
         if options.upscale < 1:
             raise ValueError("--upscale must be an integer >= 1")
+        if options.fps is not None and options.fps <= 0:
+            raise ValueError(f"--fps must be positive, got {options.fps}")
         self.net = net if net is not None else load_model(options.weights, device=self.device)
         self.restorer = FaceRestorer(self.net, self.device, options.precision, options.reset_state_per_window,
                                      propagate=not options.image_baseline)
