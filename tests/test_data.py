@@ -115,3 +115,31 @@ def test_videos_are_clips_too():
     ds = dataset(SHARED / "videos", clips=["real_1"], resize=True, clip_length=2)
     s = ds[(0, 0)]
     assert s["gt"].shape == (2, 3, 64, 64) and s["key"].startswith("real_1/")
+
+
+def test_landmarks_align_frames_like_restoration_then_flip(tmp_path):
+    from keep.face.align import FFHQ_TEMPLATE_512
+    crops = make_clips(tmp_path / "crops", n_clips=1, n_frames=4, detail=8)
+    # place each 64-px aligned crop into a 128-px frame by a known similarity (scale 1.5, shift)
+    to_frame = np.array([[1.5, 0.0, 20.0], [0.0, 1.5, 12.0]])
+    frames_dir, marks = tmp_path / "frames" / "clip_0", tmp_path / "landmarks"
+    frames_dir.mkdir(parents=True)
+    marks.mkdir()
+    template_64 = (FFHQ_TEMPLATE_512 + 0.5) * 64 / 512 - 0.5  # pixel-centre convention of crop_matrix
+    points = template_64 @ to_frame[:, :2].T + to_frame[:, 2]
+    lines = []
+    for i, f in enumerate(sorted((crops / "clip_0").iterdir())):
+        frame = cv2.warpAffine(cv2.imread(str(f)), to_frame, (128, 128), flags=cv2.INTER_CUBIC)
+        cv2.imwrite(str(frames_dir / f.name), frame)
+        lines.append(f.name + " " + " ".join(f"{v:.4f}" for v in points.ravel()))
+    (marks / "clip_0.txt").write_text("\n".join(lines))
+    aligned = dataset(tmp_path / "frames", landmarks=str(marks), clip_length=4)[(0, 0)]["gt"]
+    reference = dataset(crops, clip_length=4)[(0, 0)]["gt"]
+    inner = (slice(None), slice(None), slice(4, -4), slice(4, -4))
+    values = [psnr(p, g) for p, g in zip(to_uint8(aligned[inner]), to_uint8(reference[inner]))]
+    assert min(values) > 30, values  # the crops come back (two resamplings apart)
+    flipped = dataset(tmp_path / "frames", landmarks=str(marks), clip_length=4, hflip_prob=1.0)[(0, 0)]["gt"]
+    assert torch.equal(flipped, aligned.flip(-1))  # the flip acts on the aligned crop
+    (marks / "clip_0.txt").write_text("\n".join(lines[:2]))
+    with pytest.raises(ValueError, match="2 lines .* clip of 4 frames"):
+        dataset(tmp_path / "frames", landmarks=str(marks), clip_length=2)[(0, 0)]

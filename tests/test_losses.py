@@ -65,7 +65,7 @@ def test_consistency_mask_marks_inconsistent_flow():
 
 def test_temporal_loss_is_zero_for_motion_that_follows_the_gt_flow():
     torch.manual_seed(0)
-    b, t, h, w = 1, 3, 16, 16
+    t, h, w = 3, 16, 16
     frame0 = torch.rand(1, 3, h, w + 8) * 2 - 1
     # each frame is the previous one moved left by 1 px, so frame t = warp(frame t-1, flow +1 px)
     clip = torch.stack([frame0[..., i:i + w] for i in range(t)], dim=1)

@@ -1,6 +1,8 @@
 """VFHQ-style training clips with the paper's video degradation (supplement Eq. 9).
 
-One sample: a window of ``clip_length`` frames of one clip -> aligned GT crops -> one horizontal
+One sample: a window of ``clip_length`` frames of one clip -> aligned GT crops (pre-aligned frames,
+or frames warped with per-frame landmarks, smoothed over time, onto the FFHQ template exactly as
+restoration aligns them: :mod:`keep.face.align`, :mod:`keep.face.smoothing`) -> one horizontal
 flip decision for the whole window (after alignment, so crops and landmarks agree; the release flips
 before aligning, ``spec/official-TRAINING.md`` §1) -> the degradation of the whole clip at once
 (blur, ↓, noise, H.264 of the clip as one video, and optionally ↑).
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -22,6 +24,8 @@ from torch.utils.data import Dataset
 from keep.data.clips import list_clips
 from keep.data.degradation import DegradationConfig, degrade_clip, sample_params
 from keep.data.sampling import sample_window
+from keep.face.align import align_matrix, crop_matrix, warp_face
+from keep.face.smoothing import StreamingGaussian
 from keep.registry import DATASETS
 
 
@@ -37,6 +41,11 @@ class ClipDatasetConfig:
     # Frames must already be aligned gt_size crops; `resize: true` instead centre-crops each frame to
     # a square and resizes it to gt_size (smoke tests on unaligned videos; not for real training).
     resize: bool = False
+    # Folder of per-clip landmark files <clip name>.txt: one line per frame, in frame order, with 10
+    # numbers x1 y1 ... x5 y5 (eyes, nose tip, mouth corners; RetinaFace order), optionally preceded
+    # by the frame name. Frames of any size are then aligned to gt_size crops. "" = frames are crops.
+    landmarks: str = ""
+    landmark_sigma: float = 5.0                 # temporal Gaussian smoothing of landmarks (0 = off)
     hflip_prob: float = 0.5
     reverse_prob: float = 0.0
     repeat: int = 1                             # dataset length = number of clips x repeat
@@ -57,13 +66,40 @@ class VideoClipDataset(Dataset):
                              f"for H.264 4:2:0; pick another gt_size")
         self.cfg = cfg
         self.clips = list_clips(Path(cfg.root), cfg.clips)
+        self._matrices: Dict[str, np.ndarray] = {}
+        if cfg.landmarks and not Path(cfg.landmarks).is_dir():
+            raise FileNotFoundError(f"landmarks folder {cfg.landmarks} does not exist")
 
     def __len__(self) -> int:
         return len(self.clips) * self.cfg.repeat
 
-    def _crop(self, frames: np.ndarray, name: str) -> np.ndarray:
+    def _align_matrices(self, clip) -> np.ndarray:
+        """(N, 2, 3) frame -> gt_size crop matrices of every frame of ``clip`` from its smoothed landmarks."""
+        if clip.name not in self._matrices:
+            path = Path(self.cfg.landmarks) / f"{clip.name}.txt"
+            if not path.is_file():
+                raise FileNotFoundError(f"no landmarks for clip {clip.name}: expected {path}")
+            rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+            try:
+                points = np.array([[float(v) for v in row[-10:]] for row in rows if len(row) in (10, 11)])
+            except ValueError as err:
+                raise ValueError(f"{path}: each line must be [frame name] x1 y1 ... x5 y5 ({err})") from err
+            if len(points) != len(rows) or len(points) != len(clip):
+                raise ValueError(f"{path}: {len(rows)} lines ({len(points)} valid) for a clip of {len(clip)} frames; "
+                                 f"need one line 'x1 y1 ... x5 y5' per frame")
+            points = points.reshape(-1, 5, 2)
+            if self.cfg.landmark_sigma > 0:  # the restoration pipeline's smoothing (supp. Eq. 10)
+                smoother = StreamingGaussian(self.cfg.landmark_sigma)
+                smoothed = [v for p in points for v in smoother.push(p)] + smoother.finish()
+                points = np.stack(smoothed)
+            self._matrices[clip.name] = np.stack([crop_matrix(align_matrix(p), self.cfg.gt_size) for p in points])
+        return self._matrices[clip.name]
+
+    def _crop(self, frames: np.ndarray, name: str, matrices: Optional[np.ndarray]) -> np.ndarray:
         size = self.cfg.gt_size
         _, h, w, _ = frames.shape
+        if matrices is not None:
+            return np.stack([warp_face(f, m, size) for f, m in zip(frames, matrices)])
         if not self.cfg.resize:
             if (h, w) != (size, size):
                 raise ValueError(f"clip {name}: frames are {h}x{w}, expected aligned {size}x{size} crops; "
@@ -80,7 +116,8 @@ class VideoClipDataset(Dataset):
         clip = self.clips[index % len(self.clips)]
         window = sample_window(len(clip), self.cfg.clip_length, self.cfg.intervals, rng,
                                self.cfg.reverse_prob, name=str(clip.path))
-        gt = self._crop(clip.read(window), clip.name)
+        matrices = self._align_matrices(clip)[window] if self.cfg.landmarks else None
+        gt = self._crop(clip.read(window), clip.name, matrices)
         if rng.uniform() < self.cfg.hflip_prob:
             gt = np.ascontiguousarray(gt[:, :, ::-1])
         params = sample_params(self.cfg.degradation, rng)
