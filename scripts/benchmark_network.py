@@ -38,8 +38,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                         help="channels-last convolutions except the flow net's (default: on CPU only, "
                              "as keep.load_model does)")
+    parser.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=None,
+                        help="CUDA: allow TF32 in convolutions and matmuls (default: PyTorch's, i.e. "
+                             "convolutions yes, matmuls no)")
     parser.add_argument("--compare", action="store_true",
                         help="with bf16/fp16: also run fp32 and print how far the autocast result is from it")
+    parser.add_argument("--conformance", metavar="DIR", default=None,
+                        help="instead of timing: run the conformance reference(s) DIR/keep_seed*.npz (with "
+                             "DIR/fill.py weights, e.g. ../shared/conformance) on this device and dtype and "
+                             "print the differences (tolerances: flows 2e-2, z 1e-3, gains 1e-4, output max "
+                             "1e-2 / mean 2e-4, indices identical)")
     parser.add_argument("--breakdown", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the flow net and the LQ encoder alone")
     args = parser.parse_args(argv)
@@ -80,15 +88,50 @@ def compare_to_fp32(net, x, autocast) -> None:
           f"{ref.frames.min().item():.2f}..{ref.frames.max().item():.2f})")
 
 
+def run_conformance(net, folder: str, device: torch.device, autocast) -> int:
+    """Compare this device/dtype with the official reference outputs in ``folder``."""
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+
+    root = Path(folder)
+    files = sorted(root.glob("keep_seed*.npz"))
+    if not (root / "fill.py").is_file() or not files:
+        print(f"error: {root} must hold fill.py and keep_seed*.npz", file=sys.stderr)
+        return 2
+    spec = importlib.util.spec_from_file_location("conformance_fill", root / "fill.py")
+    fill = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fill)
+    for path in files:
+        ref = np.load(path)
+        net.load_state_dict(fill.fill_state_dict(net.state_dict(), seed=int(ref["seed"])))
+        x = torch.from_numpy(ref["frames"]).permute(0, 3, 1, 2).float().div(255).sub(0.5).div(0.5)[None]
+        with torch.inference_mode(), autocast():
+            out = net(x.to(device), return_intermediates=True)
+
+        def diff(ours, key):
+            d = np.abs(ours.float().cpu().numpy() - ref[key])
+            return f"max {d.max():.2e} mean {d.mean():.2e}"
+        same = (out.indices[0].cpu().numpy() == ref["indices"]).mean()
+        print(f"{path.name}: flows {diff(out.flows, 'flows')} | z_codes {diff(out.z_obs[0], 'z_codes')} | "
+              f"gains {diff(out.gains, 'gains')} | indices identical {100 * same:.2f}% | "
+              f"output {diff(out.frames, 'output')}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.tf32 is not None:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.tf32
     cuda = device.type == "cuda"
     name = "keep-tiny" if args.tiny else "keep-v1"
     net = create_model(name)
-    randomise_weights(net)
+    if not args.conformance:
+        randomise_weights(net)
     net = net.to(device)
     if args.channels_last is None:
         args.channels_last = device.type == "cpu"
@@ -118,6 +161,8 @@ def main(argv=None) -> int:
           f"window {args.frames} x 3 x 512 x 512, {args.dtype}, channels_last={args.channels_last}")
     print(f"device    {torch.cuda.get_device_name(device) if cuda else platform.processor() or 'cpu'}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    if args.conformance:
+        return run_conformance(net, args.conformance, device, autocast)
     warm = x[:, : min(2, args.frames)]
     print(f"warm-up   {timed(lambda: net(warm)):.2f} s ({warm.shape[1]} frames)", flush=True)
     if cuda:

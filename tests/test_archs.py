@@ -219,9 +219,12 @@ def test_keep_forward_shapes_eval_and_training():
     assert out.logits.shape == (2, 3, 256, 32) and out.indices.shape == (2, 3, 256)
     assert out.z_obs.shape == (2, 3, 16, 16, 16) and out.gains.shape == (2, 3, 1, 16, 16)
     assert out.flows.shape == (2, 2, 2, 64, 64) and out.gen_feats["32"].shape == (2, 3, 16, 32, 32)
+    low = torch.rand(1, 2, 3, 16, 16) * 2 - 1
     with torch.no_grad():
-        small = net(torch.rand(1, 2, 3, 16, 16) * 2 - 1, need_upscale=True)
+        small = net(low, need_upscale=True)
+        big = net(F.interpolate(low[0], scale_factor=4, mode="bilinear", align_corners=False)[None])
     assert small.shape == (1, 2, 3, 64, 64)
+    torch.testing.assert_close(small, big)  # need_upscale is a bilinear x4 first
     with pytest.raises(ValueError, match="64x64"):
         net(torch.rand(1, 2, 3, 32, 32))
     with pytest.raises(ValueError, match=r"\(B, T, 3, H, W\)"):
