@@ -101,6 +101,21 @@ def test_estimator_maps_minus_one_one_to_0_255():
         assert torch.equal(net(x0, x1), net.model((x0 + 1) / 2 * 255, (x1 + 1) / 2 * 255))
 
 
+def test_sequence_equals_pairwise_flows_with_one_backbone_pass_per_frame():
+    """KEEP's window flows: every frame through the backbone once, same result as pair by pair."""
+    torch.manual_seed(0)
+    net = FlowEstimator(**TINY).eval()
+    frames = torch.rand(2, 4, 3, 64, 96) * 2 - 1
+    calls = []
+    net.model.backbone.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    with torch.no_grad():
+        flows = net.sequence(frames)
+        assert calls == [8]  # B * L frames, not 2 * B * (L - 1)
+        for t in range(1, 4):
+            expected = net(frames[:, t], frames[:, t - 1])
+            torch.testing.assert_close(flows[:, t - 1], expected, atol=1e-4, rtol=1e-4)
+
+
 def test_sizes_off_the_grid_are_padded_then_cropped():
     """50x70 is padded (replicate, bottom/right) to 64x80; the top-left crop of the padded run is returned."""
     torch.manual_seed(0)

@@ -415,14 +415,24 @@ class GMFlow(nn.Module):
             raise ValueError(f"GMFlow expects two (N, 3, H, W) RGB batches of the same shape, got "
                              f"{tuple(img0.shape)} and {tuple(img1.shape)}")
         height, width = img0.shape[-2:]
+        feature0, feature1 = self.features(torch.cat((img0, img1))).chunk(2)  # one backbone pass
+        return self.flow_from_features(feature0, feature1, height, width)
+
+    def features(self, images: Tensor) -> Tensor:
+        """Backbone features of (N, 3, H, W) images in [0, 255] -> (N, C, H'/8, W'/8), H', W' padded.
+
+        The backbone works on each image alone (instance norm included), so a frame shared by two
+        pairs needs it only once (see :meth:`FlowEstimator.sequence`)."""
+        height, width = images.shape[-2:]
         multiple = self.upsample_factor * self.attn_splits
         pad_h, pad_w = -height % multiple, -width % multiple
-        images = torch.cat((img0, img1))  # one backbone pass for both images
         if pad_h or pad_w:
             images = F.pad(images, (0, pad_w, 0, pad_h), mode="replicate")
-        images = (images / 255.0 - self.mean) / self.std
+        return self.backbone((images / 255.0 - self.mean) / self.std)
 
-        feature0, feature1 = self.backbone(images).chunk(2)  # (N, C, h, w) each
+    def flow_from_features(self, feature0: Tensor, feature1: Tensor, height: int, width: int) -> Tensor:
+        """Transformer, global matching, propagation and x8 upsampling on paired backbone features;
+        returns the flow from image 0 to image 1 cropped to (N, 2, height, width)."""
         h, w = feature0.shape[-2:]
         position = sine_position_encoding(h // self.attn_splits, w // self.attn_splits,
                                           feature0.shape[1], feature0.device).to(feature0.dtype)
@@ -456,3 +466,23 @@ class FlowEstimator(nn.Module):
         """img0, img1: (N, 3, H, W) RGB in [-1, 1] -> flow img0 -> img1, (N, 2, H, W) pixels."""
         # The release's arithmetic, (x + 1) / 2 * 255, kept so rounding follows it too.
         return self.model((img0 + 1) / 2 * 255, (img1 + 1) / 2 * 255)
+
+    def sequence(self, frames: Tensor) -> Tensor:
+        """Flows between consecutive frames, each frame through the backbone once.
+
+        Args:
+            frames: (B, L, 3, H, W) RGB in [-1, 1], L >= 2.
+
+        Returns:
+            (B, L-1, 2, H, W): entry l is the flow from frame l+1 to frame l (what backward-warps
+            frame l onto frame l+1), equal to ``self(frames[:, l+1], frames[:, l])``.
+        """
+        b, length, _, height, width = frames.shape
+        if length < 2:
+            raise ValueError(f"need at least 2 frames for a flow, got {length}")
+        features = self.model.features((frames.flatten(0, 1) + 1) / 2 * 255)
+        features = features.view(b, length, *features.shape[1:])
+        current = features[:, 1:].flatten(0, 1)
+        previous = features[:, :-1].flatten(0, 1)
+        flow = self.model.flow_from_features(current, previous, height, width)
+        return flow.view(b, length - 1, 2, height, width)

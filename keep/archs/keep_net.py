@@ -237,11 +237,11 @@ class KEEP(nn.Module, CodeTransformerMixin):
             return flows
         if pairs == 0:
             return x.new_zeros(b, 0, 2, h, w)
-        current = x[:, 1:] if state is None else x
-        previous = x[:, :-1] if state is None else torch.cat([state.prev_input[:, None], x[:, :-1]], dim=1)
+        frames = x if state is None else torch.cat([state.prev_input[:, None], x], dim=1)
         with torch.no_grad(), self._full_precision(x):  # the flow net is frozen; see _full_precision
-            out = self.flownet(current.flatten(0, 1).float(), previous.flatten(0, 1).float())
-        return out.float().view(b, pairs, 2, h, w)
+            # each frame through the flow backbone once, all pairs in one batch
+            out = self.flownet.sequence(frames.float())
+        return out.float()
 
     @staticmethod
     def _full_precision(x: torch.Tensor):
