@@ -51,6 +51,6 @@ def test_two_gloo_processes_keep_replicas_identical(tmp_path):
     for part in ("net", "disc"):
         for key, value in r0[part].items():
             assert torch.equal(value, r1[part][key]), f"{part}.{key} differs between replicas"
-    initial = torch.load(sorted((tmp_path / "runs" / "tiny_stage1" / "checkpoints").glob("*.pth"))[-1],
-                         weights_only=True)
+    last = sorted((tmp_path / "runs" / "tiny_stage1" / "checkpoints").glob("*.pth"))[-1]
+    initial = torch.load(last, weights_only=True)
     assert initial["world_size"] == 2 and initial["step"] == 3

@@ -66,6 +66,33 @@ class StageModel:
     def adversarial_on(self, step: int) -> bool:
         return self.gan is not None and step >= self.cfg.losses.disc_start
 
+    def shared_generator_losses(self, out: torch.Tensor, gt: torch.Tensor, adversarial: bool,
+                                logs: Dict[str, float]) -> torch.Tensor:
+        """Weighted perceptual + adversarial terms of the generator loss (call under autocast).
+
+        ``out``/``gt``: (N, 3, H, W) frames or (B, T, 3, H, W) clips; the perceptual loss sees frames,
+        the discriminator sees ``out`` as given (2-D patch D on frames, 3-D temporal D on clips)."""
+        w = self.cfg.losses
+        loss = out.new_zeros(())
+        if self.perceptual is not None:
+            per = self.perceptual(out.reshape(-1, *out.shape[-3:]), gt.reshape(-1, *gt.shape[-3:]))
+            loss = loss + w.perceptual * per
+            logs["perceptual"] = per.item()
+        if adversarial:
+            # the generator's view of D: the raw module (D's gradients here are discarded)
+            g_adv = self.gan.generator_loss(self.disc(out))
+            loss = loss + w.adversarial * g_adv
+            logs["g_adv"] = g_adv.item()
+        return loss
+
+    def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, ctx, logs: Dict[str, float]) -> None:
+        """One D update on real and (detached) fake; a single DDP forward per backward."""
+        with ctx.autocast():
+            real_logits, fake_logits = self.runners["disc"](torch.cat([real, fake.detach()])).chunk(2)
+            d_loss = self.gan.discriminator_loss(real_logits, fake_logits)
+        ctx.optimize("disc", d_loss)
+        logs["d_loss"] = d_loss.item()
+
     def training_step(self, batch: Dict[str, torch.Tensor], step: int, ctx) -> Dict[str, float]:
         raise NotImplementedError
 

@@ -32,24 +32,11 @@ class VQGANStage(StageModel):
             l1 = F.l1_loss(recon.float(), frames)
             loss = w.l1 * l1 + w.codebook * codebook_loss.float()
             logs = {"l1": l1.item(), "codebook": codebook_loss.item()}
-            if self.perceptual is not None:
-                per = self.perceptual(recon, frames)
-                loss = loss + w.perceptual * per
-                logs["perceptual"] = per.item()
-            if adversarial:
-                # the generator's view of D: the raw module (D's gradients here are discarded)
-                g_adv = self.gan.generator_loss(self.disc(recon))
-                loss = loss + w.adversarial * g_adv
-                logs["g_adv"] = g_adv.item()
+            loss = loss + self.shared_generator_losses(recon, frames, adversarial, logs)
         ctx.optimize("net", loss)
         logs["loss"] = loss.item()
         if adversarial:
-            with ctx.autocast():
-                # one D forward over real and fake (a single DDP forward per backward)
-                real, fake = self.runners["disc"](torch.cat([frames, recon.detach()])).chunk(2)
-                d_loss = self.gan.discriminator_loss(real, fake)
-            ctx.optimize("disc", d_loss)
-            logs["d_loss"] = d_loss.item()
+            self.discriminator_step(frames, recon, ctx, logs)
         return logs
 
     @torch.no_grad()

@@ -44,26 +44,15 @@ class FusionStage(StageModel):
             l1 = F.l1_loss(out.float(), gt)
             loss = w.l1 * l1
             logs = {"l1": l1.item()}
-            if self.perceptual is not None:
-                per = self.perceptual(out.flatten(0, 1), gt.flatten(0, 1))
-                loss = loss + w.perceptual * per
-                logs["perceptual"] = per.item()
             if self.temporal is not None:
                 temp = self.temporal(out, gt, self._flow)
                 loss = loss + w.temporal * temp
                 logs["temporal"] = temp.item()
-            if adversarial:
-                g_adv = self.gan.generator_loss(self.disc(out))
-                loss = loss + w.adversarial * g_adv
-                logs["g_adv"] = g_adv.item()
+            loss = loss + self.shared_generator_losses(out, gt, adversarial, logs)
         ctx.optimize("net", loss)
         logs["loss"] = loss.item()
         if adversarial:
-            with ctx.autocast():
-                real, fake = self.runners["disc"](torch.cat([gt, out.detach()])).chunk(2)
-                d_loss = self.gan.discriminator_loss(real, fake)
-            ctx.optimize("disc", d_loss)
-            logs["d_loss"] = d_loss.item()
+            self.discriminator_step(gt, out, ctx, logs)
         return logs
 
     @torch.no_grad()
