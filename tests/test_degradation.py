@@ -117,8 +117,8 @@ def test_degrades_a_real_clip_like_the_release_examples():
     video = SHARED / "videos" / "synthetic_1.mp4"
     if not video.is_file():
         pytest.skip(f"shared material absent: {video}")
-    from keep.evaluation.clips import read_clip
-    frames = read_clip(video, max_frames=4)
+    from keep.io import read_frames
+    frames = read_frames(video, max_frames=4)
     gt = np.stack([cv2.resize(f, (512, 512), interpolation=cv2.INTER_CUBIC) for f in frames])
     cfg = level_config("medium")
     rng = np.random.default_rng(clip_seed("medium", "synthetic_1"))

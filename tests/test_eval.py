@@ -12,7 +12,8 @@ import pytest
 
 from keep.cli import main as keep_main
 from keep.data.degradation import DegradationParams, degrade_clip
-from keep.evaluation.clips import read_clip, write_frames
+from keep.evaluation.clips import write_frames
+from keep.io import read_frames
 from keep.evaluation.levels import TABLE_A1, clip_seed, level_config
 from keep.metrics.psnr_ssim import psnr, ssim
 
@@ -33,7 +34,7 @@ def frames():
     video = SHARED / "videos" / "synthetic_1.mp4"
     if not video.is_file():
         pytest.skip(f"shared material absent: {video}")
-    return read_clip(video, max_frames=4)   # (4, 128, 128, 3) aligned faces
+    return read_frames(video, max_frames=4)   # (4, 128, 128, 3) aligned faces
 
 
 def _read_csv(path: Path):
@@ -137,7 +138,7 @@ def test_degrade_cli_deterministic_resumable_and_recorded(tmp_path, frames):
         files1 = sorted((out1 / clip).iterdir())
         assert [f.name for f in files1] == ["00000000.png", "00000001.png", "00000002.png"]
         assert all(f.read_bytes() == (out2 / clip / f.name).read_bytes() for f in files1)   # same seed, same bytes
-        assert read_clip(out1 / clip).shape == (3, 64, 64, 3)                                 # x4 down
+        assert read_frames(out1 / clip).shape == (3, 64, 64, 3)                                 # x4 down
         record = json.loads((out1 / f"{clip}.json").read_text())
         params = record["params"]
         lo_hi = TABLE_A1["medium"]
@@ -146,8 +147,8 @@ def test_degrade_cli_deterministic_resumable_and_recorded(tmp_path, frames):
         assert lo_hi["noise_sigma"][0] <= params["noise_sigma"] <= lo_hi["noise_sigma"][1]
         assert record["clip_seed"] == clip_seed("medium", clip, 3) and record["level"] == "medium"
         # the record alone regenerates the clip with the library
-        again = degrade_clip(read_clip(gt_root / clip), DegradationParams(**params), level_config("medium"))
-        np.testing.assert_array_equal(again, read_clip(out1 / clip))
+        again = degrade_clip(read_frames(gt_root / clip), DegradationParams(**params), level_config("medium"))
+        np.testing.assert_array_equal(again, read_frames(out1 / clip))
     # resumable: a finished clip is not rewritten; a clip without its JSON is redone
     stamp = (out1 / "clip_a" / "00000000.png").stat().st_mtime_ns
     (out1 / "clip_b.json").unlink()
@@ -157,4 +158,4 @@ def test_degrade_cli_deterministic_resumable_and_recorded(tmp_path, frames):
     # a different base seed gives different clips
     out3 = tmp_path / "lq3"
     assert keep_main(["degrade", "--gt", str(gt_root), "--level", "medium", "-o", str(out3), "--seed", "4"]) == 0
-    assert not np.array_equal(read_clip(out3 / "clip_a"), read_clip(out1 / "clip_a"))
+    assert not np.array_equal(read_frames(out3 / "clip_a"), read_frames(out1 / "clip_a"))

@@ -29,8 +29,8 @@ def _face_clip(t=3):
     video = Path(__file__).resolve().parents[1].parent / "shared" / "videos" / "synthetic_1.mp4"
     if not video.is_file():
         pytest.skip(f"shared material absent: {video}")
-    from keep.evaluation.clips import read_clip
-    return read_clip(video, max_frames=t)
+    from keep.io import read_frames
+    return read_frames(video, max_frames=t)
 
 
 def test_psnr_ssim_match_scikit_image(pair):

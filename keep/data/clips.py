@@ -13,12 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-import av
-import cv2
 import numpy as np
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-VIDEO_EXTS = (".mp4", ".mkv", ".avi", ".mov", ".webm")
+from keep.io import VIDEO_SUFFIXES, IMAGE_SUFFIXES, InputError, list_frames, read_frames, read_image
 
 
 class ClipSource:
@@ -31,22 +28,18 @@ class ClipSource:
         self._files: List[Path] = []
         self._video = None
         if self.path.is_dir():
-            self._files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+            self._files = list_frames(self.path)
             if not self._files:
-                raise ValueError(f"clip folder {self.path} holds no frames ({', '.join(IMAGE_EXTS)})")
+                raise ValueError(f"clip folder {self.path} holds no frames ({', '.join(IMAGE_SUFFIXES)})")
         self._num_frames = len(self._files) if self._files else None
 
     def _decode(self) -> np.ndarray:
         if self._video is None:
             try:
-                with av.open(str(self.path)) as container:
-                    frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-            except av.error.FFmpegError as err:
+                self._video = read_frames(self.path)
+            except InputError as err:
                 raise ValueError(f"cannot decode video clip {self.path}: {err}") from err
-            if not frames:
-                raise ValueError(f"video clip {self.path} has no frames")
-            self._video = np.stack(frames)
-            self._num_frames = len(frames)
+            self._num_frames = len(self._video)
         return self._video
 
     def __len__(self) -> int:
@@ -57,12 +50,7 @@ class ClipSource:
     def read(self, indices: Sequence[int]) -> np.ndarray:
         """Frames at ``indices`` as (len(indices), H, W, 3) uint8 RGB."""
         if self._files:
-            frames = []
-            for i in indices:
-                img = cv2.imread(str(self._files[i]), cv2.IMREAD_COLOR)
-                if img is None:
-                    raise ValueError(f"cannot read frame {self._files[i]}")
-                frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+            frames = [read_image(self._files[i])[0] for i in indices]
             shapes = {f.shape for f in frames}
             if len(shapes) > 1:
                 raise ValueError(f"frames of clip {self.path} differ in size: {sorted(shapes)}")
@@ -79,7 +67,7 @@ def list_clips(root: Path, names: Sequence[str] = ()) -> List[ClipSource]:
                                 f"(one frame folder or video per clip, see docs/training.md)")
     found: Dict[str, Path] = {}
     for p in sorted(root.iterdir()):
-        if p.is_dir() or p.suffix.lower() in VIDEO_EXTS:
+        if p.is_dir() or p.suffix.lower() in VIDEO_SUFFIXES:
             found[p.stem if p.is_file() else p.name] = p
     if names:
         missing = [n for n in names if n not in found]
@@ -87,5 +75,5 @@ def list_clips(root: Path, names: Sequence[str] = ()) -> List[ClipSource]:
             raise FileNotFoundError(f"clips {missing} listed in the config are not in {root}")
         found = {n: found[n] for n in names}
     if not found:
-        raise FileNotFoundError(f"no clips in {root}: expected frame folders or videos ({', '.join(VIDEO_EXTS)})")
+        raise FileNotFoundError(f"no clips in {root}: expected frame folders or videos ({', '.join(VIDEO_SUFFIXES)})")
     return [ClipSource(p) for p in found.values()]

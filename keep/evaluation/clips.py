@@ -11,26 +11,16 @@ Frames are (T, H, W, 3) uint8 RGB.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict
 
-import av
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-VIDEO_EXTS = (".mp4", ".mkv", ".avi", ".mov", ".webm")
-
-
-def _natural_key(path: Path):
-    return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", path.name)]
-
-
-def frame_files(folder: Path) -> list[Path]:
-    return sorted((p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTS), key=_natural_key)
+from keep.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, list_frames
+from keep.io.images import natural_key
 
 
 def list_clips(root: Path) -> Dict[str, Path]:
@@ -39,45 +29,21 @@ def list_clips(root: Path) -> Dict[str, Path]:
     if not root.exists():
         raise FileNotFoundError(f"{root} does not exist; give a folder of per-clip frame folders or videos")
     if root.is_file():
-        if root.suffix.lower() not in VIDEO_EXTS:
-            raise ValueError(f"{root} is neither a folder nor a video ({', '.join(VIDEO_EXTS)})")
+        if root.suffix.lower() not in VIDEO_SUFFIXES:
+            raise ValueError(f"{root} is neither a folder nor a video ({', '.join(VIDEO_SUFFIXES)})")
         return {root.stem: root}
-    if frame_files(root):
+    if list_frames(root):
         return {root.name: root}
     clips = {}
-    for entry in sorted(root.iterdir(), key=_natural_key):
+    for entry in sorted(root.iterdir(), key=natural_key):
         if entry.name.startswith("."):
             continue   # hidden: e.g. temporary folders of an interrupted `keep degrade`
-        if (entry.is_dir() and frame_files(entry)) or (entry.is_file() and entry.suffix.lower() in VIDEO_EXTS):
+        if (entry.is_dir() and list_frames(entry)) or (entry.is_file() and entry.suffix.lower() in VIDEO_SUFFIXES):
             clips[entry.stem if entry.is_file() else entry.name] = entry
     if not clips:
         raise ValueError(f"no clips found in {root}: expected sub-folders of frames "
-                         f"({', '.join(IMAGE_EXTS)}) or video files ({', '.join(VIDEO_EXTS)})")
+                         f"({', '.join(IMAGE_SUFFIXES)}) or video files ({', '.join(VIDEO_SUFFIXES)})")
     return clips
-
-
-def read_clip(path: Path, max_frames: Optional[int] = None) -> np.ndarray:
-    """All frames (or the first ``max_frames``) of a frame folder or video -> (T, H, W, 3) uint8 RGB."""
-    path = Path(path)
-    frames = []
-    if path.is_dir():
-        for f in frame_files(path)[:max_frames]:
-            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            if img is None:
-                raise ValueError(f"cannot read image {f}")
-            frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
-    else:
-        with av.open(str(path)) as container:
-            for frame in container.decode(video=0):
-                if max_frames is not None and len(frames) >= max_frames:
-                    break
-                frames.append(frame.to_ndarray(format="rgb24"))
-    if not frames:
-        raise ValueError(f"clip {path} has no frames")
-    shapes = {f.shape for f in frames}
-    if len(shapes) > 1:
-        raise ValueError(f"clip {path} mixes frame sizes {sorted(shapes)}")
-    return np.stack(frames)
 
 
 def write_frames(frames: np.ndarray, dest: Path, desc: str = "") -> None:

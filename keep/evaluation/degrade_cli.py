@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from keep.config import to_dict
 from keep.data.degradation import PAPER_ORDER, RELEASE_ORDER, degrade_clip, sample_params
-from keep.evaluation.clips import list_clips, read_clip, write_frames
+from keep.evaluation.clips import list_clips, write_frames
+from keep.io import read_frames
 from keep.evaluation.levels import TABLE_A1, clip_seed, level_config
 
 
@@ -53,7 +54,7 @@ def degrade_split(gt: Path, level: str, output: Path, seed: int = 0, order: str 
         if meta.is_file() and (output / name).is_dir():
             records[name] = json.loads(meta.read_text())
             continue
-        frames = read_clip(path, max_frames)
+        frames = read_frames(path, max_frames)
         if frames.shape[1] % cfg.scale or frames.shape[2] % cfg.scale:
             raise ValueError(f"clip {name}: frames are {frames.shape[2]}x{frames.shape[1]}, not divisible by "
                              f"{cfg.scale}; give aligned 512x512 GT faces")

@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from keep.evaluation.clips import list_clips, read_clip
+from keep.evaluation.clips import list_clips
+from keep.io import read_frames
 from keep.metrics.errors import MetricUnavailable
 
 # Order of the paper's table (Table 1 / A2), then ours.
@@ -157,8 +158,8 @@ def evaluate_method(pred_root: Path, gt_root: Path, metrics: MetricSet, max_fram
     """Every GT clip of ``gt_root`` against its prediction in ``pred_root``."""
     results = []
     for name, (pred_path, gt_path) in tqdm(match_clips(pred_root, gt_root).items(), desc=desc, unit="clip"):
-        gt = read_clip(gt_path, max_frames)
-        pred = read_clip(pred_path, max_frames)
+        gt = read_frames(gt_path, max_frames)
+        pred = read_frames(pred_path, max_frames)
         column = (gt.shape[2] // 2 if slice_column is None else slice_column) if name in slice_clips else None
         results.append(evaluate_clip(pred, gt, name, metrics, column))
     return results

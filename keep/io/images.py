@@ -2,15 +2,27 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Tuple
+from typing import List, Tuple
 
 import cv2
 import numpy as np
 
 from keep.io.errors import InputError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def natural_key(path: Path):
+    """Sort key that puts ``frame2.png`` before ``frame10.png``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", Path(path).name)]
+
+
+def list_frames(folder: Path) -> List[Path]:
+    """The image files of ``folder`` in natural name order (the frame order of a frame folder)."""
+    return sorted((p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+                  key=natural_key)
 
 
 def read_image(path: Path) -> Tuple[np.ndarray, str]:

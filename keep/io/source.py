@@ -17,7 +17,7 @@ from av.video.reformatter import Interpolation
 
 
 from keep.io.errors import InputError
-from keep.io.images import IMAGE_SUFFIXES, read_image
+from keep.io.images import IMAGE_SUFFIXES, list_frames, read_image
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 DEFAULT_FOLDER_FPS = Fraction(20)  # the release's output rate, used only for frame folders without --fps
@@ -137,9 +137,9 @@ class FolderSource(FrameSource):
 
     def __init__(self, path: Path, fps: Optional[Fraction] = None):
         self.path = Path(path)
-        self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.files = list_frames(self.path)
         if not self.files:
-            raise InputError(f"{self.path} holds no PNG/JPEG frames")
+            raise InputError(f"{self.path} holds no image frames ({', '.join(IMAGE_SUFFIXES)})")
         first, _ = read_image(self.files[0])
         rate = Fraction(fps or DEFAULT_FOLDER_FPS)
         self.info = SourceInfo(path=self.path, name=self.path.name, kind="frames", width=first.shape[1],
@@ -188,3 +188,19 @@ def find_inputs(path: Path) -> List[Path]:
     if images:
         return [path]
     raise InputError(f"{path} holds no videos ({', '.join(VIDEO_SUFFIXES)}) and no PNG/JPEG frames")
+
+
+def read_frames(path: Path, max_frames: Optional[int] = None) -> np.ndarray:
+    """All frames (or the first ``max_frames``) of a video or frame folder as (T, H, W, 3) uint8 RGB.
+
+    For clips that fit in memory (evaluation, training samples); streaming code iterates
+    :func:`open_source` instead. Decoding goes through the same accurate YUV -> RGB path."""
+    with open_source(path) as source:
+        frames = []
+        for frame in source:
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+            frames.append(frame.image)
+    if not frames:
+        raise InputError(f"{path} has no frames")
+    return np.stack(frames)
