@@ -17,11 +17,8 @@ shift 2
 for level in mild medium heavy; do
     dir="$WORK/$level"
     keep degrade --gt "$GT" --level "$level" -o "$dir/lq" --seed 0
-    for clip in "$dir"/lq/*/; do
-        clip=${clip%/}
-        keep restore "$clip" --aligned -o "$dir/keep" "$@"
-        keep restore "$clip" --aligned --image-baseline -o "$dir/image_baseline" "$@"
-    done
+    keep restore "$dir/lq" --aligned --save-faces -o "$dir/keep" "$@"
+    keep restore "$dir/lq" --aligned --save-faces --image-baseline -o "$dir/image_baseline" "$@"
     keep eval --pred "$dir/keep" "$dir/image_baseline" --names KEEP "KEEP image baseline" \
         --gt "$GT" -o "$dir/eval" --title "VFHQ-$level"
 done

@@ -159,3 +159,17 @@ def test_degrade_cli_deterministic_resumable_and_recorded(tmp_path, frames):
     out3 = tmp_path / "lq3"
     assert keep_main(["degrade", "--gt", str(gt_root), "--level", "medium", "-o", str(out3), "--seed", "4"]) == 0
     assert not np.array_equal(read_frames(out3 / "clip_a"), read_frames(out1 / "clip_a"))
+
+
+def test_restore_save_faces_folders_are_read_instead_of_their_videos(tmp_path, frames):
+    """`keep restore --aligned --save-faces` leaves <clip>.mp4 and <clip>/restored_faces/*.png:
+    eval must read the lossless PNGs (a marked video of the same name must not be used)."""
+    from keep.evaluation.clips import list_clips
+    gt_root, pred_root, out = tmp_path / "gt", tmp_path / "pred", tmp_path / "out"
+    write_frames(frames, gt_root / "clip_a")
+    write_frames(frames, pred_root / "clip_a" / "restored_faces")
+    _write_video(255 - frames, pred_root / "clip_a.mp4")  # far from the GT: must be ignored
+    assert list_clips(pred_root) == {"clip_a": pred_root / "clip_a" / "restored_faces"}
+    assert keep_main(["eval", "--pred", str(pred_root), "--gt", str(gt_root), "-o", str(out),
+                      "--metrics", "psnr"]) == 0
+    assert _read_csv(out / "per_clip.csv")[0]["psnr"] == "inf"

@@ -107,6 +107,11 @@ def test_find_inputs_tells_batch_from_frame_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="holds no videos"):
         find_inputs(tmp_path / "empty")
+    clips = tmp_path / "clips"   # a folder of frame folders, as `keep degrade` writes
+    for name in ("clip_b", "clip_a", ".clip_c.tmp"):
+        write_image(clips / name / "00000000.png", image)
+    (clips / "notes").mkdir()
+    assert find_inputs(clips) == [clips / "clip_a", clips / "clip_b"]
 
 
 def test_read_image_converts_gray_alpha_and_16bit(tmp_path):

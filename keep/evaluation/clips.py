@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import cv2
 import numpy as np
@@ -22,9 +22,14 @@ from tqdm import tqdm
 from keep.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, list_frames
 from keep.io.images import natural_key
 
+RESTORED_FACES = "restored_faces"  # the sub-folder `keep restore --save-faces` writes
+
 
 def list_clips(root: Path) -> Dict[str, Path]:
-    """Clip name -> path (frame folder or video file) under ``root``, sorted by name."""
+    """Clip name -> path (frame folder or video file) under ``root``, sorted by name.
+
+    ``keep restore --aligned --save-faces`` output is recognised: its ``<clip>/restored_faces/`` PNGs
+    are used rather than ``<clip>.mp4``, so metrics do not include the video codec's loss."""
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"{root} does not exist; give a folder of per-clip frame folders or videos")
@@ -34,12 +39,16 @@ def list_clips(root: Path) -> Dict[str, Path]:
         return {root.stem: root}
     if list_frames(root):
         return {root.name: root}
-    clips = {}
+    clips: Dict[str, Path] = {}
     for entry in sorted(root.iterdir(), key=natural_key):
         if entry.name.startswith("."):
             continue   # hidden: e.g. temporary folders of an interrupted `keep degrade`
-        if (entry.is_dir() and list_frames(entry)) or (entry.is_file() and entry.suffix.lower() in VIDEO_SUFFIXES):
-            clips[entry.stem if entry.is_file() else entry.name] = entry
+        if entry.is_file() and entry.suffix.lower() in VIDEO_SUFFIXES:
+            clips.setdefault(entry.stem, entry)
+        elif entry.is_dir():
+            frames = _frame_folder(entry)
+            if frames is not None:
+                clips[entry.name] = frames  # lossless frames win over an encoded video of that name
     if not clips:
         raise ValueError(f"no clips found in {root}: expected sub-folders of frames "
                          f"({', '.join(IMAGE_SUFFIXES)}) or video files ({', '.join(VIDEO_SUFFIXES)})")
@@ -59,3 +68,15 @@ def write_frames(frames: np.ndarray, dest: Path, desc: str = "") -> None:
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(tmp, dest)
+
+
+def _frame_folder(folder: Path) -> Optional[Path]:
+    """``folder`` if it holds frames; its ``restored_faces/`` if it is the per-clip folder of
+    ``keep restore --aligned --save-faces`` (lossless PNG, better than the CRF-encoded video);
+    else None."""
+    if list_frames(folder):
+        return folder
+    faces = folder / RESTORED_FACES
+    if faces.is_dir() and list_frames(faces):
+        return faces
+    return None

@@ -169,7 +169,8 @@ def open_source(path: Path, fps: Optional[Fraction] = None) -> FrameSource:
 
 
 def find_inputs(path: Path) -> List[Path]:
-    """The inputs named by ``path``: a video, a frame folder, or a folder of videos (batch)."""
+    """The inputs named by ``path``: a video, a frame folder, or a batch: a folder of videos or a
+    folder of frame folders."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"input {path} does not exist")
@@ -187,7 +188,12 @@ def find_inputs(path: Path) -> List[Path]:
         return videos
     if images:
         return [path]
-    raise InputError(f"{path} holds no videos ({', '.join(VIDEO_SUFFIXES)}) and no PNG/JPEG frames")
+    # a folder of frame folders (e.g. the clips `keep degrade` writes): a batch of clips
+    clips = [p for p in entries if p.is_dir() and not p.name.startswith(".") and list_frames(p)]
+    if clips:
+        return clips
+    raise InputError(f"{path} holds no videos ({', '.join(VIDEO_SUFFIXES)}), no image frames and no "
+                     f"folders of frames")
 
 
 def read_frames(path: Path, max_frames: Optional[int] = None) -> np.ndarray:
