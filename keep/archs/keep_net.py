@@ -19,7 +19,7 @@ by window with memory for one window only (:meth:`KEEP.restore_window`).
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -244,13 +244,26 @@ class KEEP(nn.Module, CodeTransformerMixin):
         return out.float()
 
     @staticmethod
+    @contextmanager
     def _full_precision(x: torch.Tensor):
-        """Autocast off: under bf16/fp16 autocast, global matching (a softmax over 64x64 positions of
+        """True fp32 for the flow net and the code transformer (both cheap next to the convolutions).
+
+        Autocast off: under bf16/fp16 autocast, global matching (a softmax over 64x64 positions of
         128-d correlations) loses sub-pixel flow accuracy and near-tied code logits can flip the top-1
-        code, so the flow net and the code transformer (both cheap next to the convolutions) stay fp32."""
-        if torch.is_autocast_enabled(x.device.type):
-            return torch.autocast(x.device.type, enabled=False)
-        return nullcontext()
+        code. TF32 off on CUDA for the same reason: PyTorch lets cuDNN convolutions use TF32 by
+        default, and with it the flows moved by up to 18 px and a third of the code indices changed
+        in the conformance check on an H100 (within tolerance with TF32 off)."""
+        with ExitStack() as stack:
+            if torch.is_autocast_enabled(x.device.type):
+                stack.enter_context(torch.autocast(x.device.type, enabled=False))
+            if x.device.type == "cuda":
+                stack.enter_context(torch.backends.cudnn.flags(
+                    enabled=torch.backends.cudnn.enabled, benchmark=torch.backends.cudnn.benchmark,
+                    deterministic=torch.backends.cudnn.deterministic, allow_tf32=False))
+                matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
+                torch.backends.cuda.matmul.allow_tf32 = False
+                stack.callback(setattr, torch.backends.cuda.matmul, "allow_tf32", matmul_tf32)
+            yield
 
     def _mask_tokens(self, z: torch.Tensor) -> torch.Tensor:
         """Training-time token dropping: zero a random ``mask_ratio`` of the observed tokens."""

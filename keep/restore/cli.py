@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help="float16 autocast (GPU)")
     precision.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
                            help="bfloat16 autocast (GPU)")
+    precision.add_argument("--strict-fp32", dest="precision", action="store_const", const="fp32-strict",
+                           help="true fp32 on CUDA: TF32 off for every convolution and matmul (PyTorch lets "
+                                "cuDNN use TF32 by default); the official numerics, about half the speed")
     parser.add_argument("--max-gap", type=int, default=20,
                         help="frames without a detection bridged by interpolation inside a track (default 20)")
     parser.add_argument("--save-faces", action="store_true", help="also write restored faces as PNG")

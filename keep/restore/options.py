@@ -25,7 +25,7 @@ class RestoreOptions:
     draw_box: bool = False
     fps: Optional[Fraction] = None        # override the output rate (drops the audio of a video input)
     device: str = "auto"                  # "auto", "cuda", "mps", "cpu"
-    precision: str = "fp32"               # "fp32", "fp16", "bf16" (autocast, GPU only)
+    precision: str = "fp32"               # "fp32", "fp32-strict" (TF32 off), "fp16", "bf16" (autocast, GPU only)
     sigma: float = 5.0                    # landmark smoothing (paper: sigma 5, radius 20)
     max_gap: int = 20                     # frames without detection bridged inside a track
     save_faces: bool = False

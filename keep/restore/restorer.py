@@ -43,8 +43,12 @@ class FaceRestorer:
 
     def __init__(self, net: torch.nn.Module, device: torch.device, precision: str = "fp32",
                  reset_state: bool = False, propagate: bool = True):
-        if precision != "fp32" and device.type == "cpu":
+        if precision in ("fp16", "bf16") and device.type == "cpu":
             raise ValueError(f"--{precision} needs a GPU (autocast on CUDA/MPS); on CPU run in fp32")
+        if precision == "fp32-strict":
+            # process-wide: the CLI owns the process; the flow net and the code transformer are in
+            # strict fp32 whatever this says (see KEEP._full_precision)
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         self.net = net
         self.device = device
         self.size = int(net.img_size)
