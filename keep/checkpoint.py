@@ -1,7 +1,7 @@
 """Reading and writing KEEP checkpoints.
 
-Layouts read by :func:`load_checkpoint` (always ``torch.load(..., map_location="cpu",
-weights_only=True)``, so a file cannot run code):
+Layouts read by :func:`load_checkpoint` (always loaded on the CPU with ``weights_only=True``, so a
+file cannot run code):
 
 * a raw state dict (the v0.1.0 release ``KEEP-a1a14d46.pth``);
 * ``{"params": sd}`` / ``{"params_ema": sd}`` (BasicSR training files; ``params_ema`` preferred);
