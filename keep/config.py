@@ -29,8 +29,12 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader, node, deep=False):
+    # duplicates among the mapping's own keys are errors; keys brought in by a `<<: *anchor`
+    # merge may be overridden, as YAML intends
     seen = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise ConfigError(f"duplicate key '{key}' at line {key_node.start_mark.line + 1}")

@@ -97,3 +97,8 @@ def test_overrides_are_validated_and_round_trip():
 def test_duplicate_yaml_key_is_an_error():
     with pytest.raises(ConfigError, match="duplicate"):
         load_yaml("a: 1\na: 2\n")
+
+
+def test_yaml_merge_keys_share_settings_and_may_be_overridden():
+    data = load_yaml("base: &base {lr: 2e-4, iters: 10}\nstage: {<<: *base, iters: 20}\n")
+    assert data["stage"] == {"lr": 2e-4, "iters": 20} and isinstance(data["stage"]["lr"], float)
