@@ -196,3 +196,27 @@ def test_gmflow_backend_loads_release_layout(tmp_path):
     frames = _moving_texture(t=2, size=64)
     flow = flow_fn(frames[1], frames[0])
     assert flow.shape == (64, 64, 2) and flow.dtype == np.float32 and np.isfinite(flow).all()
+
+
+def test_gt_analysis_is_done_once_per_frame_across_metrics_and_methods(monkeypatch):
+    """IDS and AKD share the GT face box, and a second method reuses the GT embeddings: the results
+    equal a fresh computation, with no second detection or GT embedding."""
+    import keep.metrics.dlib_face as dlib_face
+    from keep.metrics import identity
+    faces = _face_clip(3)
+    blurred = np.stack([np.asarray(__import__("cv2").GaussianBlur(f, (0, 0), 3)) for f in faces])
+    fresh_ids = IdentitySimilarity("dlib")(blurred, faces)
+
+    monkeypatch.setattr(dlib_face, "_BOXES", dlib_face.FrameCache())
+    detections, embedded = [], []
+    real_detect, real_embed = dlib_face._detect_face_box, identity.dlib_embeddings
+    monkeypatch.setattr(dlib_face, "_detect_face_box", lambda f: detections.append(1) or real_detect(f))
+    monkeypatch.setattr(identity, "dlib_embeddings", lambda f, b: embedded.append(len(f)) or real_embed(f, b))
+    ids, akd_metric = IdentitySimilarity("dlib"), KeypointDistance()
+    first = ids(blurred, faces)
+    akd_metric(blurred, faces)
+    assert len(detections) == 3                 # one per GT frame, shared by IDS and AKD
+    second = ids(faces, faces)                  # another "method" against the same GT
+    assert len(detections) == 3 and embedded == [3, 3, 3]   # pred, GT, then only the new pred
+    np.testing.assert_allclose(first, fresh_ids, atol=1e-12)
+    np.testing.assert_allclose(second, 1.0, atol=1e-6)

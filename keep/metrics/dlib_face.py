@@ -7,7 +7,9 @@ degraded or restored frames does not enter AKD or IDS.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 
@@ -43,9 +45,50 @@ def shape_predictor(name: str):
     return dlib.shape_predictor(str(model_file(name)))
 
 
+class FrameCache:
+    """Bounded memo keyed by frame content: the GT frames are analysed once, although IDS and AKD
+    both need their face box and every method of a multi-method ``keep eval`` is compared to them."""
+
+    def __init__(self, max_items: int = 4096):
+        self.max_items = max_items
+        self._items: "OrderedDict[bytes, object]" = OrderedDict()
+
+    @staticmethod
+    def key(frame: np.ndarray) -> bytes:
+        frame = np.ascontiguousarray(frame)
+        return hashlib.blake2b(frame.data, digest_size=16, person=str(frame.shape).encode()[:16]).digest()
+
+    def lookup(self, frame: np.ndarray):
+        """The stored value for ``frame``, or None."""
+        key = self.key(frame)
+        if key in self._items:
+            self._items.move_to_end(key)
+        return self._items.get(key)
+
+    def put(self, frame: np.ndarray, value) -> None:
+        self._items[self.key(frame)] = value
+        if len(self._items) > self.max_items:
+            self._items.popitem(last=False)
+
+    def get(self, frame: np.ndarray, compute):
+        """The stored value for ``frame``, computing and storing ``compute(frame)`` on a miss."""
+        value = self.lookup(frame)
+        if value is None:
+            value = compute(frame)
+            self.put(frame, value)
+        return value
+
+
+_BOXES = FrameCache()
+
+
 def face_box(frame: np.ndarray):
     """dlib rectangle of the largest face in ``frame`` (H, W, 3) uint8 RGB, or the canonical aligned
-    box scaled to the frame size when none is found."""
+    box scaled to the frame size when none is found (memoised by frame content)."""
+    return _BOXES.get(frame, _detect_face_box)
+
+
+def _detect_face_box(frame: np.ndarray):
     import dlib
     faces = _detector()(np.ascontiguousarray(frame), 0)
     if len(faces):

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from keep.metrics.dlib_face import face_box, model_file, shape_predictor
+from keep.metrics.dlib_face import FrameCache, face_box, model_file, shape_predictor
 from keep.metrics.errors import MetricUnavailable
 from keep.registry import METRICS
 from keep.weights import WeightsNotFoundError, get_weight
@@ -145,6 +145,7 @@ class IdentitySimilarity:
             model_file("dlib_face_recognition_resnet_model_v1.dat")   # fail early if dlib's file is absent
         self.backend = "arcface" if self.net is not None else "dlib"
         self.device, self.batch_size = device, batch_size
+        self._gt_cache = FrameCache()
         self.label = "ids" if self.backend == "arcface" else "ids_dlib"
         self.convention = ("ArcFace ResNet-18, gray 128x128, cosine" if self.backend == "arcface" else
                            "dlib 128-d face descriptor (OFFLINE SUBSTITUTE for ArcFace), cosine")
@@ -160,4 +161,12 @@ class IdentitySimilarity:
 
     def __call__(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
         boxes = [face_box(g) for g in gt] if self.backend == "dlib" else None
-        return cosine(self.embed(pred, boxes), self.embed(gt, boxes))
+        # GT embeddings are the same for every method compared: computed once per GT frame
+        gt_embeddings = [self._gt_cache.lookup(g) for g in gt]
+        missing = [i for i, e in enumerate(gt_embeddings) if e is None]
+        if missing:
+            fresh = self.embed(gt[missing], None if boxes is None else [boxes[i] for i in missing])
+            for i, e in zip(missing, fresh):
+                self._gt_cache.put(gt[i], e)
+                gt_embeddings[i] = e
+        return cosine(self.embed(pred, boxes), np.stack(gt_embeddings))
