@@ -9,7 +9,6 @@ tolerances of the README. Intermediates come from the network's own documented h
 import importlib.util
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ import torch
 
 from keep.api import RELEASED_CONFIG, create_model
 
-CONFORMANCE = Path(__file__).resolve().parents[1].parent / "shared" / "conformance"
+from shared_material import CONFORMANCE
 FIXTURES = sorted(CONFORMANCE.glob("*.npz"))  # keep_seed0.npz and any other reference placed there
 
 pytestmark = pytest.mark.skipif(not (CONFORMANCE / "keep_released_keys.json").is_file(),

@@ -12,7 +12,7 @@ from keep.data.sampler import StepSampler
 from keep.data.sampling import sample_window
 from keep.metrics.psnr_ssim import psnr
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from shared_material import SHARED
 
 
 def make_clips(root: Path, n_clips: int = 2, n_frames: int = 6, size: int = 64, detail: int = 4) -> Path:

@@ -1,7 +1,6 @@
 """The Eq. 9 degradation model: API, determinism, monotonicity, colour handling, Table A1 splits."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,7 +12,7 @@ from keep.data.degradation import (PAPER_ORDER, RELEASE_ORDER, DegradationConfig
 from keep.evaluation.levels import TABLE_A1, clip_seed, level_config
 from keep.metrics.psnr_ssim import psnr
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from shared_material import SHARED, require
 
 
 def _textured_clip(t=6, size=128, seed=0) -> np.ndarray:
@@ -114,9 +113,7 @@ def test_table_a1_levels_and_seeds():
 
 
 def test_degrades_a_real_clip_like_the_release_examples():
-    video = SHARED / "videos" / "synthetic_1.mp4"
-    if not video.is_file():
-        pytest.skip(f"shared material absent: {video}")
+    video = require(SHARED / "videos" / "synthetic_1.mp4")
     from keep.io import read_frames
     frames = read_frames(video, max_frames=4)
     gt = np.stack([cv2.resize(f, (512, 512), interpolation=cv2.INTER_CUBIC) for f in frames])

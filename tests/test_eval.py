@@ -17,7 +17,7 @@ from keep.io import read_frames
 from keep.evaluation.levels import TABLE_A1, clip_seed, level_config
 from keep.metrics.psnr_ssim import psnr, ssim
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from shared_material import SHARED, require
 
 
 @pytest.fixture(autouse=True)
@@ -31,9 +31,7 @@ def no_network(monkeypatch):
 
 @pytest.fixture(scope="module")
 def frames():
-    video = SHARED / "videos" / "synthetic_1.mp4"
-    if not video.is_file():
-        pytest.skip(f"shared material absent: {video}")
+    video = require(SHARED / "videos" / "synthetic_1.mp4")
     return read_frames(video, max_frames=4)   # (4, 128, 128, 3) aligned faces
 
 

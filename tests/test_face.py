@@ -1,7 +1,6 @@
 """keep.face: landmark smoothing vs scipy, gap filling vs np.interp, dlib landmarks and alignment on
 real frames, paste-back geometry, tracking; and the Real-ESRGAN upsampler's tiling."""
 import itertools
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,7 +16,7 @@ from keep.io import open_source
 from keep.restore.upsampler import RealESRGANUpsampler, RRDBNet
 from keep.weights import WeightsNotFoundError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from shared_material import SHARED
 VIDEOS = SHARED / "videos"
 needs_videos = pytest.mark.skipif(not (VIDEOS / "real_1.mp4").is_file(),
                                   reason=f"shared test videos not found under {VIDEOS}")

@@ -3,7 +3,6 @@ against the official release's outputs (conformance data in ../shared)."""
 import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,16 +13,15 @@ from keep.archs.flow import (FlowEstimator, GMFlow, convex_upsample, global_matc
                              window_attention)
 from keep.registry import ARCHS
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CONFORMANCE = SHARED / "conformance"
+from shared_material import CONFORMANCE, require
+
 PREFIX = "flownet.model."
 TINY = dict(feature_channels=32, num_transformer_layers=2, backbone_channels=(8, 12, 16),
             upsampler_channels=16)
 
 
 def _needs_shared():
-    if not (CONFORMANCE / "keep_seed0.npz").is_file():
-        pytest.skip(f"conformance data not found at {CONFORMANCE} (the shared folder next to the repo)")
+    require(CONFORMANCE / "keep_seed0.npz")
 
 
 def _load_fill():

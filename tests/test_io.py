@@ -1,7 +1,6 @@
 """keep.io: sources (video, frame folder), the atomic MP4 writer with audio copy, image reading."""
 import itertools
 from fractions import Fraction
-from pathlib import Path
 
 import av
 import cv2
@@ -11,7 +10,7 @@ import pytest
 from keep.io import InputError, VideoWriter, find_inputs, open_source, read_image, write_image
 from keep.io.samples import write_sample_clip
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from shared_material import SHARED
 VIDEOS = SHARED / "videos"
 needs_videos = pytest.mark.skipif(not (VIDEOS / "real_1.mp4").is_file(),
                                   reason=f"shared test videos not found under {VIDEOS}")

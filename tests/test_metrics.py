@@ -25,10 +25,8 @@ def pair():
 
 def _face_clip(t=3):
     """A few real aligned face frames (the release's synthetic example), 128x128, or skip."""
-    from pathlib import Path
-    video = Path(__file__).resolve().parents[1].parent / "shared" / "videos" / "synthetic_1.mp4"
-    if not video.is_file():
-        pytest.skip(f"shared material absent: {video}")
+    from shared_material import VIDEOS, require
+    video = require(VIDEOS / "synthetic_1.mp4")
     from keep.io import read_frames
     return read_frames(video, max_frames=t)
 

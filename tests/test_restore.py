@@ -3,7 +3,6 @@ weights come from ../shared/conformance/fill.py (saved as a self-describing chec
 import importlib.util
 import itertools
 from fractions import Fraction
-from pathlib import Path
 
 import av
 import cv2
@@ -21,7 +20,7 @@ from keep.io.source import ACCURATE
 from keep.restore.options import RestoreOptions
 from keep.restore.pipeline import VideoRestorer
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from shared_material import SHARED
 VIDEOS = SHARED / "videos"
 FILL = SHARED / "conformance" / "fill.py"
 pytestmark = pytest.mark.skipif(not (VIDEOS / "real_1.mp4").is_file() or not FILL.is_file(),
