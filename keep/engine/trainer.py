@@ -138,7 +138,7 @@ class Trainer:
         loaded = apply_init(self.model.net, init_items, cfg.download_weights)
         if resume_path is None:
             self._check_flow_weights(loaded)
-        self.model.after_init()
+        self.model.after_init(frozenset(loaded))
         trainable = apply_frozen(self.model.net, cfg.frozen)
         self.model.to(self.device)
         total = sum(p.numel() for p in self.model.net.parameters())

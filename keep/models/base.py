@@ -42,8 +42,8 @@ class StageModel:
         if self.gan is not None and self.disc is None:
             raise ValueError(f"stage {self.stage}: losses.adversarial > 0 needs a `discriminator:` spec")
 
-    def after_init(self) -> None:
-        """Called once after ``init:`` was applied (fresh runs and resumes alike, before freezing)."""
+    def after_init(self, loaded: frozenset = frozenset()) -> None:
+        """Called once after ``init:`` was applied (``loaded``: the names it set), before freezing."""
 
     def networks(self) -> Dict[str, nn.Module]:
         nets = {"net": self.net}
