@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from keep.archs.classical_flow import CLASSICAL_FLOWS, ClassicalFlow
 from keep.archs.flow import FlowEstimator
 from keep.archs.fusion import CFABlock, CFTBlock
 from keep.archs.kalman import GainContext, KalmanFilterNet
@@ -117,7 +118,7 @@ class KEEP(nn.Module, CodeTransformerMixin):
     emb_dim; dim_embd, n_head, n_layers (code transformer); connect_list (CFT sizes),
     cross_fuse_list, cross_fuse_nhead, cross_fuse_dim (CFA sizes / heads / head width);
     num_uncertainty_layers, kalman_attn_heads, kalman_attn_head_dim (Kalman filter);
-    flow_type (only "gmflow"), flow_kwargs (for :class:`keep.archs.flow.FlowEstimator`).
+    flow_type ("gmflow", or "dis" / "farneback": :mod:`keep.archs.classical_flow`), flow_kwargs.
     Behaviour: cft_weight (w of CFT, 1 in the release), zero_init of CFT/CFA ("official" or "last",
     see :mod:`keep.archs.fusion`), mask_ratio (training only: fraction of observed tokens zeroed
     before the Kalman filter; 0 in the release).
@@ -132,8 +133,9 @@ class KEEP(nn.Module, CodeTransformerMixin):
                  flow_kwargs: Optional[dict] = None, cft_weight: float = 1.0, zero_init: str = "last",
                  mask_ratio: float = 0.0):
         super().__init__()
-        if flow_type != "gmflow":
-            raise ValueError(f"flow_type must be 'gmflow' (the released flow net), got {flow_type!r}")
+        if flow_type not in ("gmflow",) + CLASSICAL_FLOWS:
+            raise ValueError(f"flow_type must be 'gmflow' (the released flow net) or a classical flow "
+                             f"{CLASSICAL_FLOWS} (training without GMFlow weights), got {flow_type!r}")
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
         shape = dict(nf=nf, emb_dim=emb_dim, ch_mult=ch_mult, res_blocks=res_blocks, img_size=img_size,
@@ -142,7 +144,8 @@ class KEEP(nn.Module, CodeTransformerMixin):
         self.connect_list = [str(s) for s in connect_list]
         self.cross_fuse_list = [str(s) for s in cross_fuse_list]
 
-        self.flownet = FlowEstimator(**(flow_kwargs or {}))
+        self.flownet = (FlowEstimator(**(flow_kwargs or {})) if flow_type == "gmflow"
+                        else ClassicalFlow(flow_type, **(flow_kwargs or {})))
         self.kalman_filter = KalmanFilterNet(emb_dim, num_uncertainty_layers, kalman_attn_heads, kalman_attn_head_dim)
         self.hq_encoder = Encoder(**shape)
         self.encoder = Encoder(**shape)
