@@ -128,9 +128,10 @@ class VideoRestorer:
     def output_path(self, name: str) -> Path:
         return Path(self.options.output_dir) / f"{name}.mp4"
 
-    def run(self, path: Path) -> RunSummary:
+    def run(self, path: Path, name: Optional[str] = None) -> RunSummary:
         """Restore one input (video file or frame folder) to ``<output_dir>/<name>.mp4``."""
         source = open_source(path, self.options.fps)
+        source.info.name = name or source.info.name   # a batch may rename (x.mp4 + x.mkv)
         try:
             return _Run(self, source).execute()
         finally:
@@ -189,8 +190,8 @@ class _Run:
         if self.writer.audio is not None:
             self.summary.notes.append(f"audio: {self.writer.audio.description}")
         if o.compare:
-            self.compare = VideoWriter(compare_path, 2 * self.out_w, self.out_h, fps, time_base, crf=o.crf,
-                                       color=info.color)
+            self.compare = VideoWriter(compare_path, 2 * self.out_w, self.out_h, fps, time_base, audio_from=audio,
+                                       crf=o.crf, color=info.color)
 
     # ------------------------------------------------------------------ main loop
     def execute(self) -> RunSummary:
