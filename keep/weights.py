@@ -85,6 +85,10 @@ _add("codeformer-vqgan", f"{CODEFORMER_RELEASE}/vqgan_code1024.pth", "vqgan_code
 # The path GFPGAN's README gives for its identity-loss network (release v0.1.0).
 _add("arcface-resnet18", "https://github.com/TencentARC/GFPGAN/releases/download/v0.1.0/arcface_resnet18.pth",
      "arcface_resnet18.pth", "metrics", "", "ArcFace ResNet-18 (IDS metric)")
+# FVD: the PyTorch I3D port's Kinetics-400 weights as VideoGPT / common_metrics_on_video_quality load
+# them (raw state dict of keep.metrics.fvd.InceptionI3D; no published digest).
+_add("i3d-kinetics400", "https://onedrive.live.com/download?cid=78EEF3EB6AE7DBCB&resid=78EEF3EB6AE7DBCB%21199"
+     "&authkey=AApKdFHPXzWLNyI", "i3d_pretrained_400.pt", "metrics", "", "I3D Kinetics-400 (FVD metric)")
 _add("vgg19", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", "vgg19-dcbb9e9d.pth", "torchvision",
      "dcbb9e9d", "VGG-19 ImageNet (perceptual loss)")
 

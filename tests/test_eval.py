@@ -91,7 +91,7 @@ def test_eval_videos_several_methods_unavailable_metric_and_plots(tmp_path, fram
                     "--plot-clips", "clip_a"])
     assert rc == 0
     rows = _read_csv(out / "per_clip.csv")
-    assert list(rows[0].keys()) == ["method", "clip", "psnr", "lpips", "ids_dlib", "sigma_ids_dlib", "flicker_farneback"]
+    assert list(rows[0].keys()) == ["method", "clip", "psnr", "lpips_alex", "ids_dlib", "sigma_ids_dlib", "ewarp_farneback"]
     by_method = {r["method"]: r for r in rows}
     assert float(by_method["exact"]["psnr"]) > 45 > float(by_method["small"]["psnr"])   # crf 0 yuv444: near lossless
     assert float(by_method["exact"]["ids_dlib"]) > float(by_method["small"]["ids_dlib"])
@@ -101,7 +101,7 @@ def test_eval_videos_several_methods_unavailable_metric_and_plots(tmp_path, fram
     from keep.metrics.lpips_metric import backbone_file
     if not backbone_file("alex")[1].is_file():
         assert "lpips" in info["unavailable"] and "alexnet" in info["unavailable"]["lpips"]
-        assert "n/a" in summary and rows[0]["lpips"] == ""
+        assert "n/a" in summary and rows[0]["lpips_alex"] == ""
     for plot in ("clip_a_identity.png", "clip_a_slice.png"):
         assert (out / "plots" / plot).stat().st_size > 1000
 
