@@ -13,6 +13,7 @@ from typing import List, Optional
 # command -> (module, one-line help)
 COMMANDS = {
     "restore": ("keep.restore.cli", "restore face videos (file, frame folder or folder of videos)"),
+    "live": ("keep.live.cli", "restore a camera, stream, pipe or replayed file frame by frame with bounded latency"),
     "degrade": ("keep.evaluation.degrade_cli", "synthesise VFHQ-mild/medium/heavy test clips from GT clips"),
     "eval": ("keep.evaluation.eval_cli", "compute the paper's metrics and tables for restored clips"),
     "train": ("keep.engine.cli", "train stage I, II or III from a YAML config"),
