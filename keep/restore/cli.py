@@ -66,6 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--crf", type=int, default=18, help="x264 quality of the written video (default 18)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    parser.add_argument("--no-overlap", dest="overlap", action="store_false",
+                        help="run decoding, the network and encoding in one thread (same output, slower)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -85,7 +87,8 @@ def main(args: argparse.Namespace) -> int:
             bg_tile=args.bg_tile, face_upsample=args.face_upsample, mask=args.mask, draw_box=args.draw_box,
             fps=args.fps, device=args.device, precision=args.precision, max_gap=args.max_gap,
             save_faces=args.save_faces, save_cropped=args.save_cropped, save_frames=args.save_frames,
-            compare=args.compare, overwrite=args.overwrite, crf=args.crf, progress=args.progress)
+            compare=args.compare, overwrite=args.overwrite, crf=args.crf, progress=args.progress,
+            overlap=args.overlap)
         restorer = VideoRestorer(options)
     except expected as err:
         print(f"keep restore: error: {err}", file=sys.stderr)
