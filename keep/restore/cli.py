@@ -114,6 +114,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crf", type=_number(int, "a whole number", low=0, high=MAX_CRF), default=18,
                         help=f"x264 quality of the written video, 0 (lossless) to {MAX_CRF} (default 18)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    parser.add_argument("--no-overlap", dest="overlap", action="store_false",
+                        help="run decoding, the network and encoding in one thread (same output, slower)")
 
 
 class Interrupted(BaseException):
@@ -209,7 +211,7 @@ def _restore(args: argparse.Namespace, progress: dict) -> int:
             fps=args.fps, device=args.device, precision=args.precision, sigma=args.smooth_sigma,
             max_gap=args.max_gap, save_faces=args.save_faces, save_cropped=args.save_cropped,
             save_frames=args.save_frames, compare=args.compare, overwrite=args.overwrite, crf=args.crf,
-            progress=args.progress)
+            progress=args.progress, overlap=args.overlap)
         from keep.restore.pipeline import VideoRestorer
         restorer = VideoRestorer(options)
     except expected + (OSError,) as err:
