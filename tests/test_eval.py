@@ -172,3 +172,41 @@ def test_restore_save_faces_folders_are_read_instead_of_their_videos(tmp_path, f
     assert keep_main(["eval", "--pred", str(pred_root), "--gt", str(gt_root), "-o", str(out),
                       "--metrics", "psnr"]) == 0
     assert _read_csv(out / "per_clip.csv")[0]["psnr"] == "inf"
+
+
+def _refuse_constant(name):
+    raise ValueError(f"non-strict JSON constant {name}")
+
+
+def test_boundary_report_on_known_flicker_and_strict_json(tmp_path):
+    """A still GT (zero motion by definition) and a prediction whose brightness jumps at every
+    window boundary and alternates by 1 level inside: the report's means equal a hand computation
+    of Eq. 8; metrics.json parses with NaN/Infinity refused (an identical clip gives PSNR inf -> null)."""
+    window, t_len = 10, 45
+    still = np.random.default_rng(5).integers(40, 200, (1, 32, 32, 3), dtype=np.uint8)
+    gt = np.repeat(still, t_len, axis=0)
+    offsets = np.array([2 + 4 * (t // window) + (t % 2) for t in range(t_len)])
+    pred = (gt.astype(int) + offsets[:, None, None, None]).astype(np.uint8)
+    write_frames(gt, tmp_path / "gt" / "clip_a")
+    write_frames(pred, tmp_path / "pred" / "clip_a")
+    write_frames(gt, tmp_path / "gt" / "clip_b")
+    write_frames(gt, tmp_path / "pred" / "clip_b")        # identical: PSNR inf, E_warp 0
+    out = tmp_path / "out"
+    assert keep_main(["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "-o", str(out),
+                      "--metrics", "psnr,flicker", "--flow", "farneback", "--window", str(window)]) == 0
+    info = json.loads((out / "metrics.json").read_text(), parse_constant=_refuse_constant)
+    e = {t: 3 * ((offsets[t] - offsets[t - 1]) / 255) ** 2 for t in range(1, t_len)}
+    at = [e[t] for t in range(1, t_len) if t % window == 0] + [0.0] * 4            # clip_b: 4 boundaries, 0
+    inside = [e[t] for t in range(1, t_len) if t % window] + [0.0] * (t_len - 1 - 4)
+    stats = info["window_boundaries"]["report"]["pred"]["ewarp_farneback"]
+    assert stats["n_boundary"] == 8 and stats["boundary"] == pytest.approx(np.mean(at), rel=1e-6)
+    assert stats["inside"] == pytest.approx(np.mean(inside), rel=1e-6) and stats["ratio"] > 3
+    assert info["summary"]["pred"]["psnr"] is None and "summary.pred.psnr" in info["null_values"]
+    assert "Window boundaries" in (out / "summary.md").read_text()
+    assert (out / "plots" / "per_frame_mean.png").stat().st_size > 1000
+    # a second run needs --overwrite, and replaces the outputs (no stale plots)
+    (out / "plots" / "stale.png").write_bytes(b"x")
+    args = ["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "-o", str(out), "--metrics", "psnr"]
+    assert keep_main(args) == 2
+    assert keep_main(args + ["--overwrite"]) == 0
+    assert not (out / "plots" / "stale.png").exists()

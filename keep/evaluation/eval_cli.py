@@ -30,7 +30,7 @@ import numpy as np
 
 from keep.evaluation.boundary import boundary_markdown, boundary_report
 from keep.evaluation.evaluate import METRIC_NAMES, MetricOptions, build_metrics, evaluate_method, match_clips, \
-    method_summary, parse_metric_names
+    method_summary, parse_metric_names, probe_clips
 from keep.evaluation.plots import plot_identity, plot_per_frame, plot_temporal_slices
 from keep.evaluation.tables import summary_markdown, write_csvs, write_summary
 
@@ -179,6 +179,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--crop-border must be >= 0, got {args.crop_border}")
     check_output(args.output, args.overwrite, [args.gt, *args.pred])
     pairs = {m: match_clips(p, args.gt, args.allow_name_mismatch) for m, p in zip(methods, args.pred)}
+    for clip_pairs in pairs.values():
+        probe_clips(clip_pairs)
     opts = MetricOptions(args.crop_border, args.lpips_net, args.ids_backend, args.flow, args.device)
     metrics = build_metrics(names, opts)
     if args.require_backends:

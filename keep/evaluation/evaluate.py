@@ -181,6 +181,14 @@ def match_clips(pred_root: Path, gt_root: Path, allow_name_mismatch: bool = Fals
     return {c: (pred_clips[c], gt_clips[c]) for c in gt_clips}
 
 
+def probe_clips(pairs: Dict[str, tuple]) -> None:
+    """Decode the first frame of every clip of ``pairs`` ({clip: (pred, GT)}): a broken or unreadable
+    input is reported before any metric network is loaded, not after an hour of evaluation."""
+    for pred_path, gt_path in pairs.values():
+        for path in (pred_path, gt_path):
+            read_frames(path, max_frames=1)
+
+
 def evaluate_clip(pred: np.ndarray, gt: np.ndarray, name: str, metrics: MetricSet,
                   slice_column: Optional[int] = None) -> ClipResult:
     """pred, gt: (T, H, W, 3) uint8 RGB. Returns per-frame values and the clip summary."""
