@@ -154,7 +154,9 @@ class CaptureThread(threading.Thread):
                     if delay > 0 and self._stop_event.wait(delay):
                         self.result.ended = "stopped"
                         break
-                now = time.perf_counter()
+                # a replayed frame counts as captured when it was due (as a camera would have taken it),
+                # even if back-pressure (policy "wait") delayed its reading
+                now = start + frame.time if self.realtime else time.perf_counter()
                 if self.result.first_capture is None:
                     self.result.first_capture = now
                 if not self.queue.put(Captured(frame, now)):

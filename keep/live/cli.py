@@ -102,6 +102,9 @@ def _validate(args: argparse.Namespace) -> None:
         raise InputError("--realtime replays a file; live sources (camera, URL, pipe) already run at their rate")
     if args.output == args.source and args.source != "-":
         raise InputError("the output must not be the input")
+    from keep.live.stream_io import sink_format
+    if sink_format(args.output)[1] == "file" and Path(args.output).exists() and not args.overwrite:
+        raise InputError(f"{args.output} already exists; pass --overwrite to replace it")
 
 
 def _paste_mask(kind: str, device, notes):
