@@ -264,3 +264,4 @@ def test_batch_with_clashing_names_writes_distinct_outputs(tmp_path, tiny_weight
     assert [len(decode(out / n)[1]) for n in ("x_mp4.mp4", "x_mkv.mp4")] == [2, 3]
     assert "2 of 2 inputs restored" in captured.out
     assert captured.out.count("share the name 'x'") == 2    # in each summary
+
