@@ -248,7 +248,7 @@ class _Run:
         # waiting for paste-back, a few frames decoded ahead.
         self.network = Stage("network", self._run_job, maxsize=2, threaded=threaded, discard=self._cancel_job)
         self.emitter = Stage("paste-back and encoding", self._emit, maxsize=2 * o.window, threaded=threaded)
-        frames = prefetch(self.source, size=8, threaded=threaded)
+        frames = prefetch(_owned(self.source) if threaded else self.source, size=8, threaded=threaded)
         try:
             for frame in frames:
                 self._push(frame)
@@ -514,6 +514,13 @@ class _Run:
         elapsed = time.perf_counter() - self.started
         self.bar.set_postfix_str(f"{self.faces_restored / max(elapsed, 1e-9):.2f} faces/s", refresh=False)
         self.bar.update(1)
+
+
+def _owned(frames):
+    """Frames with their own pixels: a decoder's array may view a buffer it reuses once it runs ahead."""
+    for frame in frames:
+        frame.image = frame.image.copy()
+        yield frame
 
 
 def _numpy(image: Crop) -> np.ndarray:

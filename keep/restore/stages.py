@@ -17,6 +17,8 @@ import queue
 import threading
 from typing import Callable, Generic, Iterable, Iterator, Optional, TypeVar
 
+import torch
+
 T = TypeVar("T")
 _END = object()
 _POLL_S = 0.05
@@ -37,6 +39,9 @@ class Stage(Generic[T]):
         self.threaded = threaded
         self.error: Optional[BaseException] = None
         self._stop = threading.Event()
+        # OpenMP's thread count is per thread: a new thread would use every core and sum in another
+        # order than the caller (different bits); it inherits the caller's count instead
+        self._torch_threads = torch.get_num_threads()
         if threaded:
             self._queue: "queue.Queue" = queue.Queue(maxsize=max(1, maxsize))
             self._thread = threading.Thread(target=self._loop, name=f"keep-{name}", daemon=True)
@@ -62,6 +67,7 @@ class Stage(Generic[T]):
             raise self.error
 
     def _loop(self) -> None:
+        torch.set_num_threads(self._torch_threads)
         while True:
             try:
                 item = self._queue.get(timeout=_POLL_S)
