@@ -81,6 +81,11 @@ class KalmanState:
                            self.frames_seen)
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """fp16/bf16 -> fp32; fp32 and fp64 unchanged (an fp64 run is the numerics reference)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def _tokens_to_map(tokens: torch.Tensor, side: int) -> torch.Tensor:
     return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
 
@@ -269,8 +274,8 @@ class KEEP(nn.Module, CodeTransformerMixin):
         frames = x if state is None else torch.cat([state.prev_input[:, None], x], dim=1)
         with torch.no_grad(), self._full_precision(x):  # the flow net is frozen; see _full_precision
             # each frame through the flow backbone once, all pairs in one batch
-            out = self.flownet.sequence(frames.float())
-        return out.float()
+            out = self.flownet.sequence(_at_least_fp32(frames))
+        return _at_least_fp32(out)
 
     @staticmethod
     @contextmanager
@@ -304,7 +309,7 @@ class KEEP(nn.Module, CodeTransformerMixin):
     def _quantise(self, z: torch.Tensor, detach_codes: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """z (N, C, h, w) -> logits (N, h*w, K), indices (N, h*w), codes (N, C, h, w)."""
         with self._full_precision(z):
-            logits = self.code_logits(z.float())
+            logits = self.code_logits(_at_least_fp32(z))
         # top-1 code per token (the release takes top-1 of the softmax: the same index)
         indices = logits.argmax(dim=-1)
         quant = self.quantize.lookup(indices, z.shape[-2:])
@@ -350,7 +355,7 @@ class KEEP(nn.Module, CodeTransformerMixin):
         if not propagate:  # every frame alone: frame-0 semantics, batched over B*T
             logits, indices, quant = self._quantise(z_obs.flatten(0, 1), detach_codes)
             frames = self._decode(quant, {s: f.flatten(0, 1) for s, f in taps.items()}, None, feats)
-            return KEEPOutput(frames.float().view(b, t, *frames.shape[1:]), logits.view(b, t, *logits.shape[1:]),
+            return KEEPOutput(_at_least_fp32(frames).view(b, t, *frames.shape[1:]), logits.view(b, t, *logits.shape[1:]),
                               indices.view(b, t, -1), z_obs,
                               gen_feats={s: v[0].view(b, t, *v[0].shape[1:]) for s, v in feats.items()})
 
@@ -373,5 +378,5 @@ class KEEP(nn.Module, CodeTransformerMixin):
             all_indices.append(indices)
         new_state = KalmanState(x[:, -1].clone(), prev_out, memory, context,
                                 t + (0 if state is None else state.frames_seen))
-        return KEEPOutput(torch.stack(outs, 1).float(), torch.stack(all_logits, 1), torch.stack(all_indices, 1), z_obs,
+        return KEEPOutput(_at_least_fp32(torch.stack(outs, 1)), torch.stack(all_logits, 1), torch.stack(all_indices, 1), z_obs,
                           gains, flows, {s: torch.stack(v, 1) for s, v in feats.items()}, new_state)
