@@ -119,3 +119,24 @@ def test_parsenet_mask_labels_follow_facexlib_colormap_and_input():
     mask[:10, :] = mask[-10:, :] = 0
     mask[:, :10] = mask[:, -10:] = 0
     np.testing.assert_allclose(ours, mask / 255.0, atol=1e-5)
+
+
+def test_retinaface_release_layout_loads_and_detects_as_facexlib(tmp_path):
+    """detection_Resnet50_Final.pth is a raw state dict with ``module.`` prefixes (facexlib's
+    init_detection_model strips them): it loads strictly through our loader, and the loaded net gives
+    facexlib's RetinaFace's raw outputs on a real frame, BGR minus facexlib's own mean_tensor."""
+    import cv2
+    from shared_material import VIDEOS
+    from keep.face.detect import build_retinaface, load_retinaface
+    from keep.io import read_frames
+    torch.set_num_threads(1)
+    ref = build_retinaface()
+    ref.load_state_dict(_fill(ref.state_dict(), 13))
+    torch.save({f"module.{k}": v for k, v in ref.state_dict().items()}, tmp_path / "detection_Resnet50_Final.pth")
+    ours = load_retinaface(tmp_path / "detection_Resnet50_Final.pth")
+    frame = read_frames(require(VIDEOS / "real_1.mp4"), max_frames=1)[0][::2, ::2]
+    bgr = torch.from_numpy(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR).astype(np.float32))
+    x = bgr.permute(2, 0, 1)[None] - ref.mean_tensor
+    with torch.no_grad():
+        for a, b in zip(ours(x), ref(x)):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
