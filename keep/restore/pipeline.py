@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Deque, Dict, List, Optional
+from typing import Callable, Deque, Dict, List, Optional
 
 import cv2
 import numpy as np
@@ -128,11 +128,15 @@ class VideoRestorer:
     def output_path(self, name: str) -> Path:
         return Path(self.options.output_dir) / f"{name}.mp4"
 
-    def run(self, path: Path) -> RunSummary:
-        """Restore one input (video file or frame folder) to ``<output_dir>/<name>.mp4``."""
+    def run(self, path: Path, on_frame: Optional[Callable[[RunSummary, Optional[int]], None]] = None) -> RunSummary:
+        """Restore one input (video file or frame folder) to ``<output_dir>/<name>.mp4``.
+
+        ``on_frame(summary, total)`` (optional) is called after each written frame with the running
+        summary and the header's frame count (None if unknown); an exception it raises stops the run
+        and deletes the partial videos (how ``keep demo`` shows progress and cancels)."""
         source = open_source(path, self.options.fps)
         try:
-            return _Run(self, source).execute()
+            return _Run(self, source, on_frame).execute()
         finally:
             source.close()
 
@@ -140,8 +144,9 @@ class VideoRestorer:
 class _Run:
     """The streaming state of one input."""
 
-    def __init__(self, owner: VideoRestorer, source):
+    def __init__(self, owner: VideoRestorer, source, on_frame=None):
         self.o = owner.options
+        self.on_frame = on_frame
         self.owner = owner
         self.source = source
         self.info: SourceInfo = source.info
@@ -365,3 +370,5 @@ class _Run:
                 write_image(self.extra_dir / "cropped_faces" / name, face.crop)
         if self.o.save_frames:
             write_image(self.extra_dir / "final_frames" / f"{index:08d}.png", output)
+        if self.on_frame is not None:
+            self.on_frame(self.summary, self.info.frame_count)
