@@ -16,6 +16,11 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["keep", "keep.*"]),
     install_requires=requirements,
-    extras_require={"test": ["pytest>=7", "pytest-timeout"]},
+    extras_require={
+        # keep demo (Gradio 6 needs Python >= 3.10; tested with gradio 6.31.0)
+        "demo": ["gradio>=6.0,<7; python_version>='3.10'"],
+        "test": ["pytest>=7", "pytest-timeout", "gradio>=6.0,<7; python_version>='3.10'",
+                 "playwright>=1.40; python_version>='3.10'"],
+    },
     entry_points={"console_scripts": ["keep=keep.cli:main"]},
 )
