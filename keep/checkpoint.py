@@ -12,9 +12,14 @@ Key names: the v1.0.0 release files (``KEEP-b76feb75.pth``, ``KEEP_Asian-4765ebe
 CFT / CFA groups ``cft.*`` / ``cfa.*``; v0.1.0 (and our modules) name them ``fuse_convs_dict.*`` /
 ``cross_fuse.*``. :func:`load_state_dict_into` renames either way to what the model has. A leading
 ``module.`` (DistributedDataParallel) is stripped.
+
+A self-describing file's arch spec is not trusted: :func:`build_from_spec` checks the type, the
+argument names and the size of the network it describes on the ``meta`` device (no memory) before
+anything is allocated, so a spec such as ``nf: 1000000`` (tens of TB) is refused with a message.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import tempfile
 from pathlib import Path
@@ -27,6 +32,10 @@ from torch import nn
 V1_TO_V0_PREFIXES: Tuple[Tuple[str, str], ...] = (("cft.", "fuse_convs_dict."), ("cfa.", "cross_fuse."))
 
 StateDict = Dict[str, torch.Tensor]
+
+#: Largest network a self-describing checkpoint may ask for: 2e9 values (8 GB in fp32), 12x the
+#: released KEEP (158.5 M). Beyond it a spec is taken as corrupt or hostile, not built.
+MAX_ARCH_VALUES = 2_000_000_000
 
 
 class CheckpointError(RuntimeError):
@@ -97,13 +106,20 @@ def _summary(kind: str, keys: List[str], limit: int = 5) -> str:
     return f"{len(keys)} {kind} ({shown})"
 
 
-def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Strictly load ``state_dict`` into ``model`` after renaming v0.1.0/v1.0.0 group names to the
-    model's. Raises :class:`CheckpointError` listing missing, unexpected and wrongly shaped keys."""
-    expected = model.state_dict()
+def _renamed_for(expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     renamed = to_v0_names(state_dict)
     if not any(k.startswith(("fuse_convs_dict.", "cross_fuse.")) for k in expected):
         renamed = to_v1_names(renamed)
+    return renamed
+
+
+def check_fits(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint",
+               hint: str = "Is it a checkpoint of this configuration (see keep.api.CONFIGS)?") -> StateDict:
+    """Compare keys and shapes only (works on a ``meta``-device skeleton, so nothing is allocated);
+    return the state dict renamed to the model's names. Raises :class:`CheckpointError` listing
+    missing, unexpected and wrongly shaped keys."""
+    expected = model.state_dict()
+    renamed = _renamed_for(expected, state_dict)
     missing = [k for k in expected if k not in renamed]
     unexpected = [k for k in renamed if k not in expected]
     wrong = [f"{k} {tuple(renamed[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
@@ -111,9 +127,56 @@ def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor
     if missing or unexpected or wrong:
         parts = [_summary(kind, keys) for kind, keys in
                  (("missing keys", missing), ("unexpected keys", unexpected), ("wrongly shaped keys", wrong)) if keys]
-        raise CheckpointError(f"{source} does not fit {type(model).__name__}: " + "; ".join(parts)
-                              + ". Is it a checkpoint of this configuration (see keep.api.CONFIGS)?")
-    model.load_state_dict(renamed, strict=True)
+        raise CheckpointError(f"{source} does not fit {type(model).__name__}: " + "; ".join(parts) + ". " + hint)
+    return renamed
+
+
+def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Strictly load ``state_dict`` into ``model`` after renaming v0.1.0/v1.0.0 group names to the
+    model's. Raises :class:`CheckpointError` listing missing, unexpected and wrongly shaped keys."""
+    model.load_state_dict(check_fits(model, state_dict, source), strict=True)
+
+
+def build_on_meta(build, source: str = "checkpoint") -> nn.Module:
+    """Run ``build()`` with every tensor created on the ``meta`` device: shapes without memory.
+    Constructor errors (bad argument values) become :class:`CheckpointError`."""
+    try:
+        with torch.device("meta"):
+            return build()
+    except CheckpointError:
+        raise
+    except Exception as err:  # ValueError, TypeError, RuntimeError from a constructor given bad values
+        raise CheckpointError(f"{source}: the network it describes cannot be built ({type(err).__name__}: {err})") from err
+
+
+def build_from_spec(spec: Mapping[str, Any], state_dict: Optional[Mapping[str, torch.Tensor]] = None,
+                    source: str = "checkpoint") -> nn.Module:
+    """Build the arch a self-describing checkpoint names, after checking it: a registered ``type``,
+    argument names the constructor takes, values it accepts, at most :data:`MAX_ARCH_VALUES` values,
+    and (given ``state_dict``) keys and shapes equal to the file's. All checks run on a meta-device
+    skeleton, so a hostile or corrupt spec allocates nothing. Returns the real network, eval mode."""
+    from keep.registry import ARCHS
+    import keep.archs  # noqa: F401  (registers the networks)
+
+    kwargs = dict(spec)
+    kind = kwargs.pop("type", None)
+    if not isinstance(kind, str) or kind not in ARCHS:
+        raise CheckpointError(f"{source}: its arch type {kind!r} is not a known network (known: "
+                              f"{', '.join(ARCHS)}); the file is corrupt or from another project")
+    cls = ARCHS.get(kind)
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError as err:
+        raise CheckpointError(f"{source}: its arch spec does not fit {kind} ({err}); the file is corrupt or was "
+                              f"written by another version") from None
+    skeleton = build_on_meta(lambda: cls(**kwargs), source)
+    values = sum(t.numel() for t in skeleton.state_dict().values())
+    if values > MAX_ARCH_VALUES:
+        raise CheckpointError(f"{source}: its arch spec asks for a {kind} of {values:,} values "
+                              f"(limit {MAX_ARCH_VALUES:,}); refusing to build it (corrupt or hostile file)")
+    if state_dict is not None:
+        check_fits(skeleton, state_dict, source, hint="The file's weights do not match the arch it describes.")
+    return ARCHS.build(spec).eval()
 
 
 def save_inference_checkpoint(model: nn.Module, path: Union[str, Path], arch_spec: Mapping[str, Any],

@@ -13,7 +13,10 @@ from typing import List, Optional
 # command -> (module, one-line help)
 COMMANDS = {
     "restore": ("keep.restore.cli", "restore face videos (file, frame folder or folder of videos)"),
+    "live": ("keep.live.cli", "restore a camera, stream, pipe or replayed file frame by frame with bounded latency"),
     "degrade": ("keep.evaluation.degrade_cli", "synthesise VFHQ-mild/medium/heavy test clips from GT clips"),
+    "prepare-vfhq": ("keep.evaluation.prepare_vfhq_cli", "VFHQ frames + landmark files (or DicFace's VFHQ-Test-50) -> aligned GT 512 / LQ 128"),
+    "prepare": ("keep.data.prepare_cli", "videos (or VFHQ clips) -> aligned training clips, one folder per face track and shot"),
     "eval": ("keep.evaluation.eval_cli", "compute the paper's metrics and tables for restored clips"),
     "train": ("keep.engine.cli", "train stage I, II or III from a YAML config"),
     "download": ("keep.download_cli", "fetch a pretrained file from the weights registry"),

@@ -4,6 +4,10 @@
 * Every config is validated against a dataclass schema: an unknown key is an error naming its
   dotted path, a wrong type is an error naming the path, the expected and the received type.
 * ``--set a.b=1`` overrides are parsed with YAML and validated like the file.
+* ``base: other.yaml`` (a path relative to the file, or a list of them) starts from another config:
+  mappings merge key by key (recursively), anything else (lists, numbers) is replaced. One place
+  holds what several configs share (``configs/paper/*``, ``configs/release/*``).
+* A file that is not valid YAML is a :class:`ConfigError` naming the line, never a parser traceback.
 """
 from __future__ import annotations
 
@@ -53,10 +57,19 @@ def load_yaml(path_or_text: Any) -> Any:
         path = Path(path_or_text)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        text = path.read_text()
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"cannot read config file {path}: {err}") from None
     else:
-        text = path_or_text
-    return yaml.load(text, Loader=_StrictLoader)
+        text, path = path_or_text, None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path or 'config'} is not valid YAML{where}: {problem}") from None
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -64,7 +77,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(f"override '{item}' must look like key.sub=value")
     key, value = item.split("=", 1)
-    return key.strip().split("."), yaml.load(value, Loader=_StrictLoader) if value.strip() else None
+    try:
+        parsed = yaml.load(value, Loader=_StrictLoader) if value.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{item}': the value is not valid YAML ({getattr(err, 'problem', err)})") from None
+    return key.strip().split("."), parsed
 
 
 def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
@@ -179,10 +196,50 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def load_config(cls: Type[C], path: Any, overrides: Sequence[str] = ()) -> C:
-    """Read YAML ``path``, apply ``--set`` overrides, validate against ``cls``."""
+def deep_merge(base: Dict[str, Any], over: Mapping[str, Any]) -> Dict[str, Any]:
+    """``over`` on top of ``base`` (a new dict): mappings merge recursively, other values replace."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_with_bases(path: Any, _chain: Sequence[Path] = ()) -> Dict[str, Any]:
+    """Read a YAML config and resolve its ``base:`` key (files relative to it, merged in order,
+    then this file on top). A missing base, a cycle or a non-mapping file is a :class:`ConfigError`."""
+    path = Path(path)
     data = load_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
+    bases = data.pop("base", None)
+    if bases is None:
+        return data
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: base: expected a file name or a list of file names, got {bases!r}")
+    merged: Dict[str, Any] = {}
+    chain = list(_chain) + [path.resolve()]
+    for name in bases:
+        base_path = (path.parent / name)
+        if not base_path.is_file():
+            raise ConfigError(f"{path}: base file {base_path} does not exist")
+        if base_path.resolve() in chain:
+            raise ConfigError(f"{path}: base: {name} includes itself (cycle {' -> '.join(str(c) for c in chain)})")
+        merged = deep_merge(merged, load_with_bases(base_path, chain))
+    return deep_merge(merged, data)
+
+
+def load_config(cls: Type[C], path: Any, overrides: Sequence[str] = ()) -> C:
+    """Read YAML ``path`` (with its ``base:`` files), apply ``--set`` overrides, validate against ``cls``."""
+    if isinstance(path, (str, Path)) and str(path).endswith((".yml", ".yaml")):
+        data = load_with_bases(path)
+    else:
+        data = load_yaml(path) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
     apply_overrides(data, overrides)
     return from_dict(cls, data)

@@ -13,7 +13,8 @@ from keep.engine.config import SCHEMAS, TrainConfig
 from keep.engine.init import apply_frozen
 from keep.registry import ARCHS, MODELS
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
 
 
 def dry_build_train(cfg: TrainConfig) -> None:
@@ -40,16 +41,17 @@ def test_there_are_stage_configs():
     assert {"stage1", "stage2", "stage3", "tiny_stage1", "tiny_stage2", "tiny_stage3"} <= names
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_config_loads_and_dry_builds(path):
-    kind = (load_yaml(path) or {}).get("kind")
+    from keep.config import load_with_bases
+    kind = load_with_bases(path).get("kind")
     assert kind in SCHEMAS, f"{path.name}: top-level `kind:` must be one of {sorted(SCHEMAS)}, got {kind!r}"
     cfg = load_config(SCHEMAS[kind], path)
     DRY_BUILD[kind](cfg)
 
 
 def test_paper_settings_in_full_configs():
-    root = CONFIGS[0].parent
+    root = REPO_CONFIGS
     expected = {1: (2e-4, 800_000), 2: (2e-4, 400_000), 3: (1e-4, 50_000)}
     for stage, (lr, iters) in expected.items():
         cfg = load_config(TrainConfig, root / f"stage{stage}.yaml")
@@ -59,10 +61,22 @@ def test_paper_settings_in_full_configs():
 
 
 def test_unknown_key_and_bad_values_are_errors():
-    path = CONFIGS[0].parent / "tiny_stage1.yaml"
+    path = REPO_CONFIGS / "tiny_stage1.yaml"
     with pytest.raises(ConfigError, match="unknown config key"):
         load_config(TrainConfig, path, ["losses.l2=1"])
     with pytest.raises(ConfigError, match="stage"):
         load_config(TrainConfig, path, ["stage=4"])
     with pytest.raises(ConfigError, match="amp"):
         load_config(TrainConfig, path, ["amp=fp8"])
+
+
+def test_release_recipe_numbers():
+    root = REPO_CONFIGS
+    r1, r2, r3 = (load_config(TrainConfig, root / "release" / f"stage{i}.yaml") for i in (1, 2, 3))
+    assert (r1.iters, r1.optim.lr, r1.data.batch_size) == (1_600_000, 7e-5, 4)
+    assert (r2.iters, r2.optim.lr, r2.optim.milestones, r2.data.train.clip_length) == (500_000, 2e-4, [200_000, 400_000], 8)
+    assert (r3.iters, r3.optim.lr, r3.optim_d.lr) == (50_000, 2e-5, 1e-5)
+    assert r2.data.train.degradation.crf == (25, 44) and r3.net == load_config(TrainConfig, root / "stage3.yaml").net
+    for i in (1, 2, 3):  # the paper folder is the paper's numbers
+        paper, top = (load_config(TrainConfig, p) for p in (root / "paper" / f"stage{i}.yaml", root / f"stage{i}.yaml"))
+        assert (paper.iters, paper.optim.lr, paper.net) == (top.iters, top.optim.lr, top.net)

@@ -91,7 +91,7 @@ def test_eval_videos_several_methods_unavailable_metric_and_plots(tmp_path, fram
                     "--plot-clips", "clip_a"])
     assert rc == 0
     rows = _read_csv(out / "per_clip.csv")
-    assert list(rows[0].keys()) == ["method", "clip", "psnr", "lpips", "ids_dlib", "sigma_ids_dlib", "flicker_farneback"]
+    assert list(rows[0].keys()) == ["method", "clip", "psnr", "lpips_alex", "ids_dlib", "sigma_ids_dlib", "ewarp_farneback"]
     by_method = {r["method"]: r for r in rows}
     assert float(by_method["exact"]["psnr"]) > 45 > float(by_method["small"]["psnr"])   # crf 0 yuv444: near lossless
     assert float(by_method["exact"]["ids_dlib"]) > float(by_method["small"]["ids_dlib"])
@@ -101,7 +101,7 @@ def test_eval_videos_several_methods_unavailable_metric_and_plots(tmp_path, fram
     from keep.metrics.lpips_metric import backbone_file
     if not backbone_file("alex")[1].is_file():
         assert "lpips" in info["unavailable"] and "alexnet" in info["unavailable"]["lpips"]
-        assert "n/a" in summary and rows[0]["lpips"] == ""
+        assert "n/a" in summary and rows[0]["lpips_alex"] == ""
     for plot in ("clip_a_identity.png", "clip_a_slice.png"):
         assert (out / "plots" / plot).stat().st_size > 1000
 
@@ -142,7 +142,8 @@ def test_degrade_cli_deterministic_resumable_and_recorded(tmp_path, frames):
         lo_hi = TABLE_A1["medium"]
         assert lo_hi["crf"][0] <= params["crf"] <= lo_hi["crf"][1]
         assert lo_hi["blur_sigma"][0] <= params["blur_sigma"] <= lo_hi["blur_sigma"][1]
-        assert lo_hi["noise_sigma"][0] <= params["noise_sigma"] <= lo_hi["noise_sigma"][1]
+        if params["noise_sigma"] is not None:   # the release protocol (default) draws δ per frame: None
+            assert lo_hi["noise_sigma"][0] <= params["noise_sigma"] <= lo_hi["noise_sigma"][1]
         assert record["clip_seed"] == clip_seed("medium", clip, 3) and record["level"] == "medium"
         # the record alone regenerates the clip with the library
         again = degrade_clip(read_frames(gt_root / clip), DegradationParams(**params), level_config("medium"))
@@ -171,3 +172,41 @@ def test_restore_save_faces_folders_are_read_instead_of_their_videos(tmp_path, f
     assert keep_main(["eval", "--pred", str(pred_root), "--gt", str(gt_root), "-o", str(out),
                       "--metrics", "psnr"]) == 0
     assert _read_csv(out / "per_clip.csv")[0]["psnr"] == "inf"
+
+
+def _refuse_constant(name):
+    raise ValueError(f"non-strict JSON constant {name}")
+
+
+def test_boundary_report_on_known_flicker_and_strict_json(tmp_path):
+    """A still GT (zero motion by definition) and a prediction whose brightness jumps at every
+    window boundary and alternates by 1 level inside: the report's means equal a hand computation
+    of Eq. 8; metrics.json parses with NaN/Infinity refused (an identical clip gives PSNR inf -> null)."""
+    window, t_len = 10, 45
+    still = np.random.default_rng(5).integers(40, 200, (1, 32, 32, 3), dtype=np.uint8)
+    gt = np.repeat(still, t_len, axis=0)
+    offsets = np.array([2 + 4 * (t // window) + (t % 2) for t in range(t_len)])
+    pred = (gt.astype(int) + offsets[:, None, None, None]).astype(np.uint8)
+    write_frames(gt, tmp_path / "gt" / "clip_a")
+    write_frames(pred, tmp_path / "pred" / "clip_a")
+    write_frames(gt, tmp_path / "gt" / "clip_b")
+    write_frames(gt, tmp_path / "pred" / "clip_b")        # identical: PSNR inf, E_warp 0
+    out = tmp_path / "out"
+    assert keep_main(["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "-o", str(out),
+                      "--metrics", "psnr,flicker", "--flow", "farneback", "--window", str(window)]) == 0
+    info = json.loads((out / "metrics.json").read_text(), parse_constant=_refuse_constant)
+    e = {t: 3 * ((offsets[t] - offsets[t - 1]) / 255) ** 2 for t in range(1, t_len)}
+    at = [e[t] for t in range(1, t_len) if t % window == 0] + [0.0] * 4            # clip_b: 4 boundaries, 0
+    inside = [e[t] for t in range(1, t_len) if t % window] + [0.0] * (t_len - 1 - 4)
+    stats = info["window_boundaries"]["report"]["pred"]["ewarp_farneback"]
+    assert stats["n_boundary"] == 8 and stats["boundary"] == pytest.approx(np.mean(at), rel=1e-6)
+    assert stats["inside"] == pytest.approx(np.mean(inside), rel=1e-6) and stats["ratio"] > 3
+    assert info["summary"]["pred"]["psnr"] is None and "summary.pred.psnr" in info["null_values"]
+    assert "Window boundaries" in (out / "summary.md").read_text()
+    assert (out / "plots" / "per_frame_mean.png").stat().st_size > 1000
+    # a second run needs --overwrite, and replaces the outputs (no stale plots)
+    (out / "plots" / "stale.png").write_bytes(b"x")
+    args = ["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "-o", str(out), "--metrics", "psnr"]
+    assert keep_main(args) == 2
+    assert keep_main(args + ["--overwrite"]) == 0
+    assert not (out / "plots" / "stale.png").exists()

@@ -155,3 +155,59 @@ def test_variable_frame_rate_timestamps_are_kept(tmp_path):
         frames = list(source)
         assert any("variable frame rate" in n for n in source.info.notes)
     assert [f.pts * f.time_base for f in frames] == [Fraction(p, 30) for p in pts]
+
+
+@pytest.mark.parametrize("rotation", [-90, 90, 180])
+def test_display_matrix_rotation_is_applied_on_decode(tmp_path, rotation):
+    """A phone stores the sensor's pixels and a display matrix; decoding must give the upright frames."""
+    yy, xx = np.mgrid[0:48, 0:64]
+    upright = np.stack([xx * 4, yy * 5, np.full_like(xx, 90)], axis=-1).astype(np.uint8)
+    upright[4:16, 6:20] = 255                       # an asymmetric mark: any wrong turn moves it
+    turns = rotation // 90                          # display = stored turned by `rotation` counter-clockwise
+    stored = np.ascontiguousarray(np.rot90(upright, -turns))
+    clip = write_sample_clip([stored] * 3, tmp_path / "phone.mp4", tone_hz=None, display_rotation=rotation)
+    with open_source(clip) as source:
+        info = source.info
+        frames = [f.image for f in source]
+    assert (info.width, info.height) == (64, 48)
+    assert any("rotated video" in n and "upright" in n for n in info.notes)
+    assert [f.shape for f in frames] == [(48, 64, 3)] * 3
+    for image in frames:
+        assert np.abs(image.astype(int) - upright).mean() < 2.0
+    # The plain clip (no display matrix) decodes as stored, with no note.
+    plain = write_sample_clip([stored] * 2, tmp_path / "plain.mp4", tone_hz=None)
+    with open_source(plain) as source:
+        assert source.info.notes == [] and next(iter(source)).image.shape == stored.shape
+
+
+def test_fps_override_does_not_claim_the_input_timestamps_are_kept(tmp_path):
+    """A regular 20 fps clip opened with --fps 50 is re-timed: no 'timestamps are kept' note."""
+    image = np.zeros((16, 16, 3), np.uint8)
+    clip = write_sample_clip([image] * 4, tmp_path / "clip.mp4", tone_hz=None)
+    for fps in (Fraction(50), Fraction(8)):
+        with open_source(clip, fps=fps) as source:
+            list(source)
+            notes = source.info.notes
+        assert not any("timestamps are kept" in n for n in notes)
+        assert any(f"re-timed at {fps} fps" in n for n in notes)
+    with open_source(clip) as source:
+        list(source)
+        assert source.info.notes == []
+
+
+def test_undecodable_video_is_reported_on_open(tmp_path):
+    """A file whose container opens but whose frames cannot be decoded (media data zeroed, header
+    intact) fails at open_source, i.e. before any model is loaded, not in the middle of a run."""
+    rng = np.random.default_rng(0)
+    clip = write_sample_clip([rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)] * 10, tmp_path / "full.mp4",
+                             tone_hz=None)
+    data = bytearray(clip.read_bytes())
+    start, end = data.find(b"mdat") + 4, data.find(b"moov") - 4
+    assert 0 < start < end
+    data[start:end] = bytes(end - start)
+    broken = tmp_path / "zeroed.mp4"
+    broken.write_bytes(bytes(data))
+    with av.open(str(broken)) as container:    # the container itself opens fine
+        assert container.streams.video
+    with pytest.raises(InputError, match="decoding failed at frame 0"):
+        open_source(broken)

@@ -42,15 +42,21 @@ def test_psnr_ssim_match_scikit_image(pair):
     assert psnr(pred, gt, crop_border=4) == pytest.approx(cropped, abs=1e-10)
 
 
-def test_y_channel_psnr_matches_bt601_luma(pair):
+def test_y_channel_psnr_ssim_match_scikit_image_on_its_y_channel(pair):
+    """BasicSR's test_y_channel: BT.601 Y (16-235) of RGB on 0-255, unrounded; scikit-image's rgb2ycbcr
+    is an independent implementation of the same conversion."""
+    from skimage.color import rgb2ycbcr
     pred, gt = pair
-
-    def luma(x):
-        x = x.astype(np.float64)
-        return 16 + (65.481 * x[..., 0] + 128.553 * x[..., 1] + 24.966 * x[..., 2]) / 255
-
+    y_pred, y_gt = rgb2ycbcr(pred)[..., 0], rgb2ycbcr(gt)[..., 0]
+    assert 16 <= y_gt.min() and y_gt.max() <= 235
     assert psnr(pred, gt, y_channel=True) == pytest.approx(
-        peak_signal_noise_ratio(luma(gt), luma(pred), data_range=255), abs=1e-10)
+        peak_signal_noise_ratio(y_gt, y_pred, data_range=255), abs=1e-9)
+    ref = structural_similarity(y_gt, y_pred, data_range=255, gaussian_weights=True, sigma=1.5,
+                                use_sample_covariance=False)
+    assert ssim(pred, gt, y_channel=True) == pytest.approx(ref, abs=1e-8)
+    # the two conventions are different numbers (the reason both are columns)
+    assert abs(psnr(pred, gt, y_channel=True) - psnr(pred, gt)) > 0.1
+    assert (PSNR(y_channel=True).label, SSIM(y_channel=True).label, PSNR().label) == ("psnr_y", "ssim_y", "psnr")
 
 
 def test_identical_frames_known_answers(pair):
@@ -169,7 +175,7 @@ def _moving_texture(t=4, size=64, step=2):
 
 def test_flicker_known_answers():
     metric = FlowWarpingError("farneback")
-    assert metric.label == "flicker_farneback"
+    assert metric.label == "ewarp_farneback"
     still = np.repeat(_moving_texture(1), 4, axis=0)
     values = metric(still, still)
     assert np.isnan(values[0]) and np.all(values[1:] == 0.0)   # identical frames: no flicker
@@ -179,8 +185,35 @@ def test_flicker_known_answers():
     steady = float(np.nanmean(warping_errors(moving, moving, metric.flow_fn)))
     shaky = float(np.nanmean(warping_errors(jitter, moving, metric.flow_fn)))
     assert steady < 2e-3 and shaky > 2 * steady
-    # independent noise of std 10 in each frame: E ≈ 2·(10/255)² where the warp is exact
-    assert shaky == pytest.approx(2 * (10 / 255) ** 2, rel=0.5)
+    # independent noise of std 10 in each frame and channel: E ≈ 3 channels · 2 · (10/255)² where the
+    # warp is exact (Eq. 8 sums the squared differences over the channels)
+    assert shaky == pytest.approx(3 * 2 * (10 / 255) ** 2, rel=0.5)
+
+
+def test_warping_error_matches_hand_computation_on_a_translation():
+    """A texture moving 3 px left per frame, an exact integer flow: E_t computed by hand with array
+    slicing (no warping code) equals the metric, including the mask (the last 3 columns leave the frame)."""
+    rng = np.random.default_rng(3)
+    width, shift, t_len = 40, 3, 4
+    strip = rng.integers(0, 256, (24, width + shift * t_len, 3), dtype=np.uint8)
+    gt = np.stack([strip[:, t * shift:t * shift + width] for t in range(t_len)])   # gt[t](x) = gt[t-1](x + 3)
+    pred = np.clip(gt.astype(int) + rng.integers(-20, 21, gt.shape), 0, 255).astype(np.uint8)
+
+    def exact_flow(img_a, img_b):
+        # img_a(p) = img_b(p + flow): find the integer horizontal shift (the test's own oracle)
+        errors = {d: np.mean((img_a[:, max(0, -d):width - max(0, d)].astype(int)
+                              - img_b[:, max(0, d):width + min(0, d)]) ** 2) for d in range(-5, 6)}
+        flow = np.zeros(img_a.shape[:2] + (2,), np.float32)
+        flow[..., 0] = min(errors, key=errors.get)
+        return flow
+
+    values = warping_errors(pred, gt, exact_flow)
+    assert np.isnan(values[0])
+    for t in range(1, t_len):
+        # frame t-1 sampled at x + 3 is defined for x <= width - 1 - 3; Eq. 8: sum over channels
+        diff = (pred[t, :, :width - shift].astype(np.float64) - pred[t - 1, :, shift:]) / 255.0
+        hand = np.sum(diff ** 2) / (24 * (width - shift))
+        assert values[t] == pytest.approx(hand, rel=1e-6)
 
 
 def test_gmflow_backend_loads_release_layout(tmp_path):

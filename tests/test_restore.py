@@ -13,7 +13,7 @@ import torch
 from keep.api import CONFIGS, create_model, load_model
 from keep.checkpoint import save_inference_checkpoint
 from keep.cli import main
-from keep.face import FacePaster, align_matrix, make_detector
+from keep.face import FacePaster, align_matrix, crop_matrix, make_detector, warp_face
 from keep.io import open_source, write_image
 from keep.io.samples import write_sample_clip
 from keep.io.source import ACCURATE
@@ -60,12 +60,17 @@ def wild_clip(tmp_path_factory):
 def test_in_the_wild_clip_keeps_length_rate_size_audio_and_background(tmp_path, tiny_weights, wild_clip):
     out = tmp_path / "out"
     assert main(["restore", str(wild_clip), "-o", str(out), "--weights", str(tiny_weights), "--detector", "dlib",
-                 "--window", "3", "--no-progress", "--save-faces"]) == 0
+                 "--window", "3", "--no-progress", "--save-faces", "--compare"]) == 0
     rate, restored, audio = decode(out / "wild.mp4")
     _, original, _ = decode(wild_clip)
     assert rate == 20 and len(restored) == len(original) == 6
     assert restored[0].shape == original[0].shape == (512, 388, 3)
     assert audio == ["aac"]
+    # The side-by-side comparison carries the sound track too, and shows input | output.
+    rate, compared, audio = decode(out / "wild_compare.mp4")
+    assert rate == 20 and len(compared) == 6 and compared[0].shape == (512, 776, 3) and audio == ["aac"]
+    assert np.abs(compared[0][:, 388:].astype(int) - restored[0]).mean() < 4   # two encodes of one frame
+    assert np.abs(compared[0][:, :388].astype(int) - original[0]).mean() < 4
     assert len(list((out / "wild" / "restored_faces").glob("*.png"))) == 6
     # Away from the face the output is the input up to the codec (no colour shift, no move).
     detector = make_detector("dlib", torch.device("cpu"))
@@ -135,6 +140,20 @@ def test_two_faces_side_by_side_give_two_tracks(tmp_path, tiny_weights):
     assert single.tracks == 1 and single.frames == 2
 
 
+def test_cli_default_restores_only_the_centre_face(tmp_path, tiny_weights, capsys):
+    """The documented default (--only-center-face): a plain run on two faces side by side makes one track."""
+    pairs = zip(frames_of("real_1.mp4", 2, start=40), frames_of("real_2.mp4", 2, start=40))
+    clip = write_sample_clip([np.concatenate(p, axis=1) for p in pairs], tmp_path / "pair.mp4", tone_hz=None)
+    common = [str(clip), "--weights", str(tiny_weights), "--detector", "dlib", "--window", "3", "--no-progress",
+              "--save-faces"]
+    assert main(["restore", "-o", str(tmp_path / "plain"), *common]) == 0
+    assert "4 faces detected, 1 track(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "plain" / "pair" / "restored_faces").glob("*.png")) == \
+        ["00000000_00.png", "00000001_00.png"]
+    assert main(["restore", "-o", str(tmp_path / "all"), "--all-faces", *common]) == 0
+    assert "4 faces detected, 2 track(s)" in capsys.readouterr().out
+
+
 def test_gray_frame_folder_with_fps_override(tmp_path, tiny_weights):
     folder = tmp_path / "gray_frames"
     for k, image in enumerate(frames_of("real_1.mp4", 3, start=40)):
@@ -187,3 +206,62 @@ def test_folder_of_videos_is_a_batch(tmp_path, tiny_weights):
                  "--no-progress"]) == 0
     assert sorted(p.name for p in out.glob("*.mp4")) == ["first.mp4", "second.mp4"]
     assert [len(decode(out / n)[1]) for n in ("first.mp4", "second.mp4")] == [2, 2]
+
+
+def test_rotated_phone_video_is_restored_upright(tmp_path, tiny_weights, capsys):
+    """Portrait phone clip: the pixels are stored sideways with a display matrix (-90: turn 90 degrees
+    clockwise to show). The face is found, the output is upright and carries no rotation, the summary
+    says so."""
+    upright = frames_of("real_1.mp4", 3, start=40)
+    stored = [np.ascontiguousarray(np.rot90(f, 1)) for f in upright]          # 388x512 -> 512x388 sideways
+    clip = write_sample_clip(stored, tmp_path / "phone.mp4", tone_hz=None, display_rotation=-90)
+    out = tmp_path / "out"
+    assert main(["restore", str(clip), "-o", str(out), "--weights", str(tiny_weights), "--detector", "dlib",
+                 "--window", "3", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 track(s)" in printed and "rotated video" in printed and "upright" in printed
+    with av.open(str(out / "phone.mp4")) as container:
+        frames = list(container.decode(video=0))
+        assert all(f.rotation == 0 for f in frames)
+        images = [f.reformat(format="rgb24", interpolation=ACCURATE).to_ndarray() for f in frames]
+    assert len(images) == 3 and images[0].shape == (512, 388, 3)
+    # Upright: below the (close-up) face, the output is the upright input up to the codec.
+    below = slice(-40, None)
+    assert np.abs(images[0][below].astype(int) - upright[0][below]).mean() < 3
+
+
+def test_smooth_sigma_zero_aligns_on_the_raw_landmarks(tmp_path, tiny_weights):
+    """--smooth-sigma 0 turns the temporal smoothing off: each crop is the alignment of that frame's own
+    detection (recomputed here independently of the pipeline); the default sigma 5 gives other crops."""
+    clip = write_sample_clip(frames_of("real_1.mp4", 5, start=60), tmp_path / "turn.mp4", tone_hz=None)
+    crops = {}
+    for sigma in ("0", "5"):
+        out = tmp_path / f"out{sigma}"
+        assert main(["restore", str(clip), "-o", str(out), "--weights", str(tiny_weights), "--detector", "dlib",
+                     "--window", "5", "--no-progress", "--save-cropped", "--smooth-sigma", sigma]) == 0
+        crops[sigma] = [cv2.imread(str(p))[..., ::-1] for p in sorted((out / "turn" / "cropped_faces").glob("*.png"))]
+    detector = make_detector("dlib", torch.device("cpu"))
+    with open_source(clip) as source:
+        frames = [f.image for f in source]
+    raw = [warp_face(f, crop_matrix(align_matrix(detector.detect(f)[0].landmarks), TINY_SIZE), TINY_SIZE)
+           for f in frames]
+    assert len(crops["0"]) == len(raw) == 5
+    assert all(np.array_equal(a, b) for a, b in zip(crops["0"], raw))
+    assert max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(crops["5"], raw)) > 0.5
+
+
+def test_batch_with_clashing_names_writes_distinct_outputs(tmp_path, tiny_weights, capsys):
+    """x.mp4 and x.mkv in one folder: both restored, to x_mp4.mp4 and x_mkv.mp4, and the run says so."""
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    write_sample_clip(frames_of("synthetic_2.mp4", 2), batch / "x.mp4", tone_hz=None)
+    write_sample_clip(frames_of("synthetic_2.mp4", 3, start=10), batch / "x.mkv", tone_hz=None)
+    out = tmp_path / "out"
+    assert main(["restore", str(batch), "-o", str(out), "--weights", str(tiny_weights), "--aligned",
+                 "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == ["x_mkv.mp4", "x_mp4.mp4"]
+    assert [len(decode(out / n)[1]) for n in ("x_mp4.mp4", "x_mkv.mp4")] == [2, 3]
+    assert "2 of 2 inputs restored" in captured.out
+    assert captured.out.count("share the name 'x'") == 2    # in each summary
+

@@ -17,12 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 FUSION = ("fuse_convs_dict.", "cross_fuse.")
 
 
-def tiny(stage: int, tmp_path: Path, *overrides: str) -> TrainConfig:
-    root = tmp_path / "clips"
-    if not root.exists():
-        make_clips(root, n_clips=2, n_frames=5)
-    base = [f"output_dir={tmp_path / 'runs'}", f"data.train.root={root}", "data.train.clips=[]",
-            "data.val=null", "init=[]", "log_every=1"]
+def tiny(stage: int, tmp_path: Path, *overrides: str, root: Path = None) -> TrainConfig:
+    """A shipped tiny config (procedural clips: no data), or on frame folders at ``root``."""
+    base = [f"output_dir={tmp_path / 'runs'}", "data.val=null", "init=[]", "log_every=1"]
+    if root is not None:
+        base += ["data.train.procedural=null", f"data.train.root={root}"]
     return load_config(TrainConfig, REPO / "configs" / f"tiny_stage{stage}.yaml", base + list(overrides))
 
 
@@ -48,6 +47,7 @@ def test_three_stages_chain_checkpoint_resume_and_export(tmp_path):
             assert torch.equal(net2["hq_encoder." + key[len("encoder."):]], value), key
 
     # stage III from the stage II export, CFT/CFA excluded from the init; validation on held-out clips
+    make_clips(tmp_path / "clips", n_clips=2, n_frames=5)
     cfg3 = tiny(3, tmp_path, "iters=2", "data.train.clip_length=2",
                 f"init=[{{path: {runs / 'tiny_stage2' / 'export.pth'}, exclude: [fuse_convs_dict., cross_fuse.]}}]",
                 f"data.val={{root: {tmp_path / 'clips'}, clips: [clip_1], clip_length: 2, gt_size: 64, "
@@ -120,9 +120,9 @@ def test_sigterm_request_finishes_the_step_and_saves(tmp_path):
 
 def test_overfits_one_fixed_batch(tmp_path):
     make_clips(tmp_path / "one", n_clips=1, n_frames=1)
-    cfg = tiny(1, tmp_path, f"data.train.root={tmp_path / 'one'}", "data.train.hflip_prob=0.0",
+    cfg = tiny(1, tmp_path, "data.train.hflip_prob=0.0",
                "data.batch_size=1", "iters=40", "losses.perceptual=0", "losses.adversarial=0",
-               "optim.lr=3e-3", "save_every=100", "export=false")
+               "optim.lr=3e-3", "save_every=100", "export=false", root=tmp_path / "one")
     trainer = Trainer(cfg)
     history = trainer.fit()
     trainer.close()

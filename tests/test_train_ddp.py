@@ -26,7 +26,7 @@ def _worker(rank: int, world: int, port: int, tmp: str) -> None:
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     cfg = load_config(TrainConfig, REPO / "configs" / "tiny_stage1.yaml",
-                      [f"output_dir={tmp}/runs", f"data.train.root={tmp}/clips", "data.train.clips=[]",
+                      [f"output_dir={tmp}/runs", "data.train.procedural=null", f"data.train.root={tmp}/clips",
                        "data.val=null", "iters=3", "data.batch_size=1", "losses.disc_start=0", "export=false"])
     trainer = Trainer(cfg)
     keys = []

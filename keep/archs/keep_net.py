@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from keep.archs.classical_flow import CLASSICAL_FLOWS, ClassicalFlow
 from keep.archs.flow import FlowEstimator
 from keep.archs.fusion import CFABlock, CFTBlock
 from keep.archs.kalman import GainContext, KalmanFilterNet
@@ -46,7 +47,8 @@ class KalmanState:
     prev_feats:  {size: (B, C, h, w)} last frame's decoder features after CFA, per CFA scale.
     gain_context: anchor and previous frame's inputs to each uncertainty block (see
                  :class:`keep.archs.kalman.GainContext`); ``anchor_codes`` / ``prev_codes`` are
-                 their first entries as code maps.
+                 their first entries as code maps. In causal mode it also holds the temporal
+                 attention's key/value cache of the last ``causal_window - 1`` frames.
     frames_seen: number of frames restored so far in this stream.
     """
     prev_input: torch.Tensor
@@ -73,7 +75,9 @@ class KalmanState:
         return KalmanState(self.prev_input.detach(), self.prev_output.detach(),
                            {k: v.detach() for k, v in self.prev_feats.items()},
                            GainContext([a.detach() for a in self.gain_context.anchor],
-                                       [p.detach() for p in self.gain_context.prev]),
+                                       [p.detach() for p in self.gain_context.prev],
+                                       None if self.gain_context.temporal is None else
+                                       [(k.detach(), v.detach()) for k, v in self.gain_context.temporal]),
                            self.frames_seen)
 
 
@@ -117,10 +121,14 @@ class KEEP(nn.Module, CodeTransformerMixin):
     emb_dim; dim_embd, n_head, n_layers (code transformer); connect_list (CFT sizes),
     cross_fuse_list, cross_fuse_nhead, cross_fuse_dim (CFA sizes / heads / head width);
     num_uncertainty_layers, kalman_attn_heads, kalman_attn_head_dim (Kalman filter);
-    flow_type (only "gmflow"), flow_kwargs (for :class:`keep.archs.flow.FlowEstimator`).
+    flow_type ("gmflow", or "dis" / "farneback": :mod:`keep.archs.classical_flow`), flow_kwargs.
     Behaviour: cft_weight (w of CFT, 1 in the release), zero_init of CFT/CFA ("official" or "last",
     see :mod:`keep.archs.fusion`), mask_ratio (training only: fraction of observed tokens zeroed
     before the Kalman filter; 0 in the release).
+    Causal mode: causal (default mode of the gain's temporal attention: False = the release's,
+    window-wide; True = only the current and the previous ``causal_window - 1`` frames, for live
+    restoration; see :mod:`keep.archs.kalman`), causal_window (the training clip length, 8). Neither
+    adds parameters; both can be overridden per call (``causal=`` of :meth:`restore_window`).
     """
 
     def __init__(self, img_size: int = 512, nf: int = 64, ch_mult: Sequence[int] = (1, 2, 2, 4, 4, 8),
@@ -130,10 +138,12 @@ class KEEP(nn.Module, CodeTransformerMixin):
                  cross_fuse_nhead: int = 4, cross_fuse_dim: int = 256, num_uncertainty_layers: int = 3,
                  kalman_attn_heads: int = 8, kalman_attn_head_dim: int = 48, flow_type: str = "gmflow",
                  flow_kwargs: Optional[dict] = None, cft_weight: float = 1.0, zero_init: str = "last",
-                 mask_ratio: float = 0.0):
+                 mask_ratio: float = 0.0,
+                 causal: bool = False, causal_window: int = 8):
         super().__init__()
-        if flow_type != "gmflow":
-            raise ValueError(f"flow_type must be 'gmflow' (the released flow net), got {flow_type!r}")
+        if flow_type not in ("gmflow",) + CLASSICAL_FLOWS:
+            raise ValueError(f"flow_type must be 'gmflow' (the released flow net) or a classical flow "
+                             f"{CLASSICAL_FLOWS} (training without GMFlow weights), got {flow_type!r}")
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
         shape = dict(nf=nf, emb_dim=emb_dim, ch_mult=ch_mult, res_blocks=res_blocks, img_size=img_size,
@@ -142,8 +152,10 @@ class KEEP(nn.Module, CodeTransformerMixin):
         self.connect_list = [str(s) for s in connect_list]
         self.cross_fuse_list = [str(s) for s in cross_fuse_list]
 
-        self.flownet = FlowEstimator(**(flow_kwargs or {}))
-        self.kalman_filter = KalmanFilterNet(emb_dim, num_uncertainty_layers, kalman_attn_heads, kalman_attn_head_dim)
+        self.flownet = (FlowEstimator(**(flow_kwargs or {})) if flow_type == "gmflow"
+                        else ClassicalFlow(flow_type, **(flow_kwargs or {})))
+        self.kalman_filter = KalmanFilterNet(emb_dim, num_uncertainty_layers, kalman_attn_heads, kalman_attn_head_dim,
+                                             causal=causal, window=causal_window)
         self.hq_encoder = Encoder(**shape)
         self.encoder = Encoder(**shape)
         self.latent_size = self.encoder.latent_size
@@ -161,7 +173,7 @@ class KEEP(nn.Module, CodeTransformerMixin):
     # ------------------------------------------------------------------ public API
     def forward(self, x: torch.Tensor, need_upscale: bool = False, flows: Optional[torch.Tensor] = None,
                 state: Optional[KalmanState] = None, propagate: bool = True, return_intermediates: bool = False,
-                detach_codes: bool = True, feature_scales: Sequence[str] = ()
+                detach_codes: bool = True, feature_scales: Sequence[str] = (), causal: Optional[bool] = None
                 ) -> Union[torch.Tensor, KEEPOutput]:
         """Restore one window.
 
@@ -174,15 +186,16 @@ class KEEP(nn.Module, CodeTransformerMixin):
         detach_codes: True (inference, stage III) detaches the quantised codes; False passes
         gradients straight through to the fused state (stage II).
         feature_scales: generator scales whose features to return (temporal regularisers).
+        causal: the gain's temporal attention sees past frames only (None = the net's ``causal``).
 
         Returns (B, T, 3, H, W) unbounded frames in eval mode; a :class:`KEEPOutput` in training mode
         or with ``return_intermediates``.
         """
-        out = self._run(x, need_upscale, flows, state, propagate, detach_codes, feature_scales)
+        out = self._run(x, need_upscale, flows, state, propagate, detach_codes, feature_scales, causal)
         return out if (return_intermediates or self.training) else out.frames
 
     def restore_window(self, x: torch.Tensor, state: Optional[KalmanState] = None, *, need_upscale: bool = False,
-                       flows: Optional[torch.Tensor] = None, propagate: bool = True
+                       flows: Optional[torch.Tensor] = None, propagate: bool = True, causal: Optional[bool] = None
                        ) -> Tuple[torch.Tensor, Optional[KalmanState]]:
         """Restore a window continuing from ``state``; returns (frames (B, T, 3, H, W), new state).
 
@@ -193,10 +206,26 @@ class KEEP(nn.Module, CodeTransformerMixin):
         that attention is a no-op. ``state=None`` is the release's forward (the release restarts every
         20-frame chunk, so its anchor is the chunk's first frame; a carried state keeps the stream's).
         With ``propagate=False`` every frame is restored alone, ``state`` is ignored and None returned.
+
+        ``causal=True`` (None = the net's ``causal``): the gain's temporal attention of each frame sees
+        only itself and the ``causal_window - 1`` frames before it, the older ones through a key/value
+        cache carried in the state. Then no output depends on a later frame, and any split into
+        windows (down to :meth:`restore_frame`) gives the same frames as one window, to float rounding.
         Other arguments as in :meth:`forward`.
         """
-        out = self._run(x, need_upscale, flows, state, propagate, True, ())
+        out = self._run(x, need_upscale, flows, state, propagate, True, (), causal)
         return out.frames, out.state
+
+    def restore_frame(self, x: torch.Tensor, state: Optional[KalmanState] = None, *, need_upscale: bool = False
+                      ) -> Tuple[torch.Tensor, KalmanState]:
+        """Live restoration: one frame (B, 3, H, W) in [-1, 1] -> (restored frame (B, 3, H, W), new state),
+        in causal mode. Memory and time per frame do not grow with the stream: the state holds the
+        previous frame, its decoder features, the anchor's and previous frame's block inputs and the
+        key/value cache of the last ``causal_window - 1`` frames."""
+        if x.dim() != 4:
+            raise ValueError(f"expected one frame (B, 3, H, W), got shape {tuple(x.shape)}")
+        out = self._run(x[:, None], need_upscale, None, state, True, True, (), True)
+        return out.frames[:, 0], out.state
 
     def channels_last_(self) -> "KEEP":
         """Put every convolution except the flow net's in channels-last memory format (in place).
@@ -301,7 +330,7 @@ class KEEP(nn.Module, CodeTransformerMixin):
 
     def _run(self, x: torch.Tensor, need_upscale: bool, flows: Optional[torch.Tensor],
              state: Optional[KalmanState], propagate: bool, detach_codes: bool,
-             feature_scales: Sequence[str]) -> KEEPOutput:
+             feature_scales: Sequence[str], causal: Optional[bool] = None) -> KEEPOutput:
         x = self._check_input(x, need_upscale)
         b, t = x.shape[:2]
         if state is not None and propagate and state.prev_output.shape != x[:, 0].shape:
@@ -326,7 +355,7 @@ class KEEP(nn.Module, CodeTransformerMixin):
                               gen_feats={s: v[0].view(b, t, *v[0].shape[1:]) for s, v in feats.items()})
 
         flows = self._flows(x, state, flows)
-        gains, context = self.kalman_filter.gains(z_obs, None if state is None else state.gain_context)
+        gains, context = self.kalman_filter.gains(z_obs, None if state is None else state.gain_context, causal)
         prev_out = None if state is None else state.prev_output
         memory = {} if state is None else dict(state.prev_feats)
         offset = 1 if state is None else 0  # flows[:, i - offset] leads into frame i

@@ -22,7 +22,9 @@ import torch
 from torch.utils.data import Dataset
 
 from keep.data.clips import list_clips
+from keep.config import ConfigError
 from keep.data.degradation import DegradationConfig, degrade_clip, sample_params
+from keep.data.procedural import ProceduralConfig, procedural_clips
 from keep.data.sampling import sample_window
 from keep.face.align import align_matrix, crop_matrix, warp_face
 from keep.face.smoothing import StreamingGaussian
@@ -33,7 +35,10 @@ from keep.registry import DATASETS
 class ClipDatasetConfig:
     """Where the clips are and how a sample is drawn (``data.train`` / ``data.val`` in a stage config)."""
 
-    root: str                                   # folder of clips (frame folders and/or videos)
+    root: str = ""                              # folder of clips (frame folders and/or videos)
+    # clips made on the fly instead of read from `root` (moving face-like patterns of known
+    # motion, keep.data.procedural): runs with no data at all (tiny configs, tests)
+    procedural: Optional[ProceduralConfig] = None
     clips: List[str] = field(default_factory=list)   # only these clips (names); empty = all
     clip_length: int = 8                        # frames per sample (any length, odd included)
     intervals: List[int] = field(default_factory=lambda: [1])   # frame spacing drawn from this list
@@ -52,6 +57,13 @@ class ClipDatasetConfig:
     seed: int = 0
     degradation: DegradationConfig = field(default_factory=lambda: DegradationConfig(upsample=False))
 
+    def __post_init__(self) -> None:
+        if bool(self.root) == (self.procedural is not None):
+            raise ConfigError("data: give exactly one of root (a folder of clips) or procedural "
+                              "(generated clips, no data needed)")
+        if self.procedural is not None and (self.clips or self.landmarks or self.resize):
+            raise ConfigError("data: clips, landmarks and resize apply to a root folder, not to procedural clips")
+
 
 @DATASETS.register()
 class VideoClipDataset(Dataset):
@@ -65,7 +77,8 @@ class VideoClipDataset(Dataset):
             raise ValueError(f"the LQ side gt_size / scale = {cfg.gt_size // cfg.degradation.scale} must be even "
                              f"for H.264 4:2:0; pick another gt_size")
         self.cfg = cfg
-        self.clips = list_clips(Path(cfg.root), cfg.clips)
+        self.clips = (procedural_clips(cfg.procedural, cfg.gt_size) if cfg.procedural is not None
+                      else list_clips(Path(cfg.root), cfg.clips))
         self._matrices: Dict[str, np.ndarray] = {}
         if cfg.landmarks and not Path(cfg.landmarks).is_dir():
             raise FileNotFoundError(f"landmarks folder {cfg.landmarks} does not exist")

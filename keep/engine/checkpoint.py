@@ -12,16 +12,73 @@ Random state needs no saving: the data order and every sample are functions of (
 """
 from __future__ import annotations
 
+import logging
 import os
+import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
 import yaml
 
+from keep.engine.errors import TrainSetupError
+
 FORMAT = "keep-train-v1"
 _NAME = re.compile(r"^step_(\d{8,})\.pth$")
+_TEMPORARY = re.compile(r"^\..+\.tmp(\d+)$")  # what atomic_torch_save / atomic_write_text leave on a kill -9
+log = logging.getLogger("keep.train")
+
+
+class CheckpointUnreadable(TrainSetupError):
+    """A file that torch cannot read: truncated (a crash or a full disk during a copy) or corrupt."""
+
+
+class CheckpointRefused(TrainSetupError):
+    """A file holding objects other than tensors and plain values: refused unread (it could run code)."""
+
+
+def safe_torch_load(path: Path, what: str = "checkpoint") -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU with errors a user can act on."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights_only" in str(err) or "Weights only" in str(err):
+            raise CheckpointRefused(f"{what} {path} holds objects other than tensors and plain values; refused "
+                                    f"unread (it could run code). Use a file written by keep or a plain state dict") from None
+        raise CheckpointUnreadable(f"{what} {path} cannot be read ({str(err).splitlines()[0]}); "
+                                   f"it is truncated or corrupt") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointUnreadable(f"{what} {path} cannot be read ({reason}); it is truncated or corrupt") from None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temporaries(*folders: Path) -> List[Path]:
+    """Remove ``.NAME.tmpPID`` files whose writer process is gone (a ``kill -9`` during a save).
+    A temporary of a live process (another run writing now) is left alone. Returns what was removed."""
+    removed = []
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            m = _TEMPORARY.match(p.name)
+            if m and p.is_file() and (int(m.group(1)) == os.getpid() or not _pid_alive(int(m.group(1)))):
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -72,8 +129,16 @@ def find_latest(ckpt_dir: Path) -> Optional[Path]:
     return items[-1] if items else None
 
 
-def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
+def checkpoint_step(path: Path) -> int:
+    m = _NAME.match(Path(path).name)
+    return int(m.group(1)) if m else -1
+
+
+def prune_checkpoints(ckpt_dir: Path, keep: int, keep_every: int = 0) -> None:
+    """Delete all but the newest ``keep`` checkpoints; milestones (step % keep_every == 0) stay."""
     for old in list_checkpoints(ckpt_dir)[:-keep] if keep > 0 else []:
+        if keep_every and checkpoint_step(old) % keep_every == 0:
+            continue
         old.unlink(missing_ok=True)
 
 
@@ -82,11 +147,27 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = safe_torch_load(path, "checkpoint")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a KEEP training checkpoint ({FORMAT}); to start from its weights "
-                         f"use an `init:` entry instead of --resume")
+        raise TrainSetupError(f"{path} is not a KEEP training checkpoint ({FORMAT}); to start from its weights "
+                              f"use an `init:` entry instead of --resume")
+    missing = [k for k in ("step", "nets", "optimizers", "schedulers", "scaler", "config") if k not in state]
+    if missing:
+        raise CheckpointUnreadable(f"checkpoint {path} lacks {missing}; it is damaged")
     return state
+
+
+def load_newest_valid(paths: List[Path]) -> tuple:
+    """(path, state) of the newest readable checkpoint among ``paths`` (sorted by step); an unreadable
+    newer one is skipped with a warning naming it. A refused (unsafe) file stops everything."""
+    errors = []
+    for path in reversed(paths):
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointUnreadable as err:
+            log.warning("--resume: %s; falling back to the previous checkpoint", err)
+            errors.append(str(err))
+    raise CheckpointUnreadable("--resume: no readable checkpoint: " + "; ".join(errors))
 
 
 def extract_state_dict(obj: Any, key: str = "auto") -> Dict[str, torch.Tensor]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from pathlib import Path
 
 from keep.config import ConfigError, load_config
 
@@ -27,14 +29,19 @@ def main(args: argparse.Namespace) -> int:
     from keep.engine.trainer import train
 
     try:
-        cfg = load_config(TrainConfig, args.config, args.overrides)
+        cfg = load_config(TrainConfig, Path(args.config), args.overrides)
     except ConfigError as err:
-        print(f"keep train: bad config {args.config}: {err}")
+        print(f"keep train: bad config {args.config}: {err}", file=sys.stderr)
         return 2
     try:
         trainer = train(cfg, resume=args.resume)
     except (MissingFilesError, FileNotFoundError, ValueError) as err:
-        logging.getLogger("keep.train").error("%s", err)
+        # every user-fixable problem (TrainSetupError, ConfigError, a missing file) is a ValueError
+        # or FileNotFoundError with a message that says what to do: one line, no traceback
+        _report(err)
+        return 1
+    except PermissionError as err:
+        _report(f"cannot write the run folder: {err}; pick another output_dir")
         return 1
     except KeyboardInterrupt:
         print("keep train: interrupted; continue from the last checkpoint with --resume")
@@ -46,3 +53,11 @@ def main(args: argparse.Namespace) -> int:
     if trainer.dist.is_main:
         print(f"keep train: done at step {trainer.step}; run folder {trainer.run_dir}")
     return 0
+
+
+def _report(err) -> None:
+    log = logging.getLogger("keep.train")
+    if log.handlers:
+        log.error("%s", err)
+    else:
+        print(f"keep train: {err}", file=sys.stderr)

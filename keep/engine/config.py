@@ -69,6 +69,12 @@ class LossConfig:
     feature: float = 0.0                        # stage II: L2 feature loss (Eq. 4)
     temporal: float = 0.0                       # stage III: flow-warped temporal loss (Eq. 7)
     gan_type: str = "hinge"                     # hinge | vanilla | lsgan
+    # stage I: "adaptive" scales the adversarial term by the VQGAN rule (Esser et al. 2021),
+    # ||grad_last(L_rec + L_per)|| / ||grad_last(L_adv)||, clamped to [0, adaptive_weight_max], times
+    # `adversarial`; "fixed" uses `adversarial` as is. Other stages: always fixed.
+    adversarial_weight: str = "adaptive"
+    adaptive_weight_max: float = 1.0
+    perceptual_type: str = "vgg"                # vgg (VGG-19 features, L1) | lpips_vgg (LPIPS, VGG-16)
     disc_start: int = 0                         # step from which the adversarial terms are on
     perceptual_pretrained: bool = True          # false: random VGG (smoke runs only; logged)
     perceptual_layers: Dict[str, float] = field(default_factory=lambda: {
@@ -109,6 +115,18 @@ class TrainConfig:
     find_unused_parameters: bool = False        # DDP flag, per stage
     download_weights: bool = False              # fetch missing pretrained files instead of failing
     export: bool = True                         # write <run>/export.pth (EMA weights) at the end
+    keep_every: int = 0                         # milestone checkpoints (step % keep_every == 0) never pruned; 0 = none
+    ema_warmup: bool = True                     # EMA decay min(ema_decay, (1 + n) / (10 + n)) after n updates
+    # One size for everything that depends on it: net.img_size, data.{train,val}.gt_size, and the
+    # degradation's blur sigma range and kernel (given for 512-px faces, scaled by resolution / 512).
+    # 0 = off. Applied once at load: the resolved config.yaml holds the explicit sizes and 0 here.
+    resolution: int = 0
+    # stage II/III with a GMFlow flow net that no init loads: its weights are random and the Kalman
+    # prediction carries no information. Refused unless this is true (then only a warning).
+    allow_random_flow: bool = False
+    # stage III: how the fusion modules (CFT, CFA) start, see keep.models.stage3.init_fusion;
+    # "gated": bounded first steps (default); "net": as the network built them (zero_init)
+    fusion_init: str = "gated"
 
     def __post_init__(self) -> None:
         if self.kind != "train":
@@ -131,11 +149,44 @@ class TrainConfig:
         for i, item in enumerate(self.init):
             if bool(item.path) == bool(item.weight):
                 raise ConfigError(f"init[{i}]: give exactly one of path (a file) or weight (a keep.weights name)")
+        if self.losses.adversarial_weight not in ("adaptive", "fixed"):
+            raise ConfigError(f"losses.adversarial_weight: expected adaptive or fixed, got {self.losses.adversarial_weight!r}")
+        if self.losses.perceptual_type not in ("vgg", "lpips_vgg"):
+            raise ConfigError(f"losses.perceptual_type: expected vgg or lpips_vgg, got {self.losses.perceptual_type!r}")
+        if self.fusion_init not in ("gated", "net"):
+            raise ConfigError(f"fusion_init: expected gated or net, got {self.fusion_init!r}")
+        if self.keep_every < 0:
+            raise ConfigError(f"keep_every must be >= 0, got {self.keep_every}")
+        if not isinstance(self.net, dict):
+            raise ConfigError("net: expected a mapping {type: ..., **arguments}")
+        if self.resolution:
+            self._apply_resolution()
         if self.losses.gan_type not in ("hinge", "vanilla", "lsgan"):
             raise ConfigError(f"losses.gan_type: expected hinge, vanilla or lsgan, got {self.losses.gan_type!r}")
         for opt in (self.optim, self.optim_d):
             if opt is not None and opt.schedule not in ("constant", "cosine", "multistep"):
                 raise ConfigError(f"optim.schedule: expected constant, cosine or multistep, got {opt.schedule!r}")
+
+
+    def _apply_resolution(self) -> None:
+        """Set every size-dependent key from ``resolution`` (then reset it to 0, see the field)."""
+        r = self.resolution
+        if r < 16 or r % 16:
+            raise ConfigError(f"resolution must be a positive multiple of 16, got {r}")
+        sizes = [("net.img_size", self.net.get("img_size", 512))]
+        datasets = [("data.train", self.data.train)] + ([("data.val", self.data.val)] if self.data.val else [])
+        sizes += [(f"{name}.gt_size", d.gt_size) for name, d in datasets]
+        clash = [f"{key}={value}" for key, value in sizes if value not in (512, r)]
+        if clash:
+            raise ConfigError(f"resolution: {r} conflicts with {', '.join(clash)}; set the size in one place")
+        self.net = {**self.net, "img_size": r}
+        factor = r / 512
+        for _, d in datasets:
+            d.gt_size = r
+            deg = d.degradation
+            deg.blur_sigma = tuple(round(v * factor, 4) for v in deg.blur_sigma)
+            deg.blur_kernel_size = max(3, int(round(deg.blur_kernel_size * factor)) | 1)
+        self.resolution = 0
 
 
 # kind -> schema, for tools that read every configs/*.yaml

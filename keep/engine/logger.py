@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
@@ -32,11 +32,13 @@ def setup_logging(run_dir: Path, is_main: bool) -> logging.Logger:
 class TensorBoard:
     """Rank-0 TensorBoard writer (a no-op elsewhere)."""
 
-    def __init__(self, run_dir: Path, enabled: bool):
+    def __init__(self, run_dir: Path, enabled: bool, purge_step: Optional[int] = None):
+        """``purge_step``: on a resume, the step of the checkpoint; events a crashed run wrote at or
+        after it are hidden, so no step appears twice."""
         self.writer = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(str(run_dir / "tb"))
+            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=purge_step)
 
     def scalars(self, prefix: str, values: Dict[str, float], step: int) -> None:
         if self.writer is not None:

@@ -2,7 +2,9 @@
 
 * identity similarity over frames (as Fig. 7): per-frame IDS of every method against the GT;
 * temporal slice (as Fig. 5): one pixel column of every frame, stacked left to right over time, for
-  the GT and every method; flicker shows up as vertical streaks, stable restorations as smooth bands.
+  the GT and every method; flicker shows up as vertical streaks, stable restorations as smooth bands;
+* per-frame PSNR and flicker against the frame index, with the restore windows' boundaries marked
+  (a state reset at a boundary shows up as a spike there).
 """
 from __future__ import annotations
 
@@ -47,4 +49,28 @@ def plot_temporal_slices(slices: Dict[str, np.ndarray], path: Path, clip: str, c
         ax.set_yticks([])
     axes[0][0].set_ylabel(f"rows of column x={column}")
     fig.suptitle(f"{clip}: temporal slice")
+    _save(fig, path)
+
+
+def plot_per_frame(curves: Dict[str, Dict[str, np.ndarray]], path: Path, title: str, window: int = 0) -> None:
+    """curves: method -> {column: (T,) per-frame values}; one panel per column (e.g. ``psnr``,
+    ``ewarp_gmflow``), one line per method, dashed lines at t = window, 2 window, ... Writes ``path``."""
+    columns = list(dict.fromkeys(c for per_method in curves.values() for c in per_method))
+    if not columns:
+        return
+    fig, axes = plt.subplots(len(columns), 1, figsize=(8, 2.6 * len(columns)), squeeze=False, sharex=True)
+    length = max(len(v) for per_method in curves.values() for v in per_method.values())
+    for ax, column in zip(axes[:, 0], columns):
+        for method, per_method in curves.items():
+            if column in per_method:
+                values = per_method[column]
+                ax.plot(np.arange(len(values)), values, label=method, linewidth=1.0)
+        if window and window < length:
+            for t in range(window, length, window):
+                ax.axvline(t, color="grey", linestyle="--", linewidth=0.6, alpha=0.7)
+        ax.set_ylabel(column)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    axes[-1, 0].set_xlabel("frame" + (f" (dashed: window boundaries, window {window})" if window else ""))
+    fig.suptitle(title)
     _save(fig, path)

@@ -4,12 +4,13 @@
 * ``per_clip.csv``: ``clip`` and one column per requested metric (clip values);
 * with several methods both files gain a ``method`` first column (one row per method and clip);
 * ``summary.md``: one row per method, the paper's columns (PSNR↑ SSIM↑ LPIPS↓ IDS↑ AKD↓
-  σ_IDS(×10⁻²)↓ σ_AKD↓) plus flicker (×10⁻³)↓, 4 decimals; a column computed with an offline
-  substitute is marked † and explained under the table; an unavailable one reads ``n/a`` with the
-  file to fetch.
+  σ_IDS(×10⁻²)↓ σ_AKD↓) then PSNR-Y↑ SSIM-Y↑, E_warp (×10⁻³)↓ and FVD↓, 4 decimals; the network
+  or detector behind a column is named in its header; a column computed with an offline substitute
+  is marked † and explained under the table; an unavailable one reads ``n/a`` with the file to fetch;
+  the settings of the run (``settings``) are listed under the table.
 
-Columns are named by :meth:`MetricSet.label` (``ids_dlib``, ``akd_dlib``, ``flicker_farneback``
-when a substitute runs), so every CSV says which backend produced it.
+Columns are named by :meth:`MetricSet.label` (``lpips_alex``, ``ids_arcface_r18``, ``ids_dlib``,
+``akd_dlib``, ``ewarp_gmflow``, ``ewarp_farneback``), so every CSV says which backend produced it.
 """
 from __future__ import annotations
 
@@ -19,15 +20,31 @@ import os
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from keep.evaluation.evaluate import ClipResult, MetricSet, method_summary
+from keep.evaluation.evaluate import SUBSTITUTE_SUFFIXES as _SUBSTITUTE_SUFFIXES
+from keep.evaluation.evaluate import ClipResult, MetricSet, base_metric, method_summary
 
 # metric -> (table header, scale applied in the table)
 HEADERS = {
     "psnr": ("PSNR↑", 1.0), "ssim": ("SSIM↑", 1.0), "lpips": ("LPIPS↓", 1.0), "ids": ("IDS↑", 1.0),
     "akd": ("AKD↓", 1.0), "sigma_ids": ("σ_IDS(×10⁻²)↓", 100.0), "sigma_akd": ("σ_AKD↓", 1.0),
-    "flicker": ("Flicker(×10⁻³)↓", 1000.0),
+    "psnr_y": ("PSNR-Y↑", 1.0), "ssim_y": ("SSIM-Y↑", 1.0),
+    "flicker": ("E_warp(×10⁻³)↓", 1000.0), "fvd": ("FVD↓", 1.0),
 }
-_SUBSTITUTE_SUFFIXES = ("_dlib", "_farneback")
+# short backbone names for the table header (the conventions under the table give the full names)
+_SHORT = {"lpips": {"lpips_alex": "Alex", "lpips_vgg": "VGG"},
+          "ids": {"ids_arcface_r18": "ArcFace-R18", "ids_dlib": "dlib"},
+          "akd": {"akd_dlib": "dlib-68"},
+          "flicker": {"ewarp_gmflow": "GMFlow", "ewarp_farneback": "Farneback"},
+          "fvd": {"fvd": "I3D-K400"}}
+
+
+def header(name: str, metrics: MetricSet) -> str:
+    """Table header of a metric: name, arrow, the backbone in brackets, † for a substitute."""
+    text = HEADERS[name][0]
+    short = _SHORT.get(base_metric(name), {}).get(metrics.label(base_metric(name)))
+    if short:
+        text += f" [{short}]"
+    return text + ("†" if metrics.label(name).endswith(_SUBSTITUTE_SUFFIXES) else "")
 
 
 def _fmt(value: float) -> str:
@@ -64,7 +81,7 @@ def write_csvs(out: Path, results: Dict[str, Sequence[ClipResult]], metrics: Met
     multi = len(results) > 1
     lead = ["method"] if multi else []
     names = metrics.requested
-    frame_keys = [k for k in metrics.metrics]
+    frame_keys = list(metrics.frame_metrics)
     clip_rows, frame_rows = [], []
     for method, clips in results.items():
         for r in clips:
@@ -78,14 +95,12 @@ def write_csvs(out: Path, results: Dict[str, Sequence[ClipResult]], metrics: Met
                   _csv_text(lead + ["clip", "frame"] + [metrics.label(k) for k in frame_keys], frame_rows))
 
 
-def summary_markdown(results: Dict[str, Sequence[ClipResult]], metrics: MetricSet, title: str = "") -> str:
-    """The table (one row per method) and its notes, as Markdown."""
+def summary_markdown(results: Dict[str, Sequence[ClipResult]], metrics: MetricSet, title: str = "",
+                     settings: Dict[str, str] = None, extra: str = "") -> str:
+    """The table (one row per method), its conventions and the run's ``settings``, as Markdown;
+    ``extra`` (e.g. the window-boundary report) is appended."""
     names = metrics.requested
-    headers = []
-    for n in names:
-        head = HEADERS[n][0]
-        label = metrics.label(n)
-        headers.append(head + ("†" if label.endswith(_SUBSTITUTE_SUFFIXES) else ""))
+    headers = [header(n, metrics) for n in names]
     lines = [f"## {title}", ""] if title else []
     lines += ["| Method | " + " | ".join(headers) + " |", "|---|" + "---|" * len(names)]
     for method, clips in results.items():
@@ -103,7 +118,13 @@ def summary_markdown(results: Dict[str, Sequence[ClipResult]], metrics: MetricSe
     if any(metrics.label(n).endswith(_SUBSTITUTE_SUFFIXES) for n in names):
         lines.append("")
         lines.append("† computed with an offline substitute backend; not comparable with the paper's numbers.")
-    return "\n".join(lines) + "\n"
+    if any(math.isinf(v) for clips in results.values() for v in method_summary(clips, names).values()):
+        lines.append("")
+        lines.append("inf: a restored clip equal to its GT in every frame (PSNR of identical frames is infinite).")
+    if settings:
+        lines += ["", "Settings:"] + [f"- {key}: {value}" for key, value in settings.items()]
+    text = "\n".join(lines) + "\n"
+    return text + ("\n" + extra if extra else "")
 
 
 def write_summary(out: Path, text: str) -> None:

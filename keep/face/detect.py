@@ -82,23 +82,50 @@ class DlibDetector(FaceDetector):
         return found
 
 
+# The release's detection settings (its facelib ``get_face_landmarks_5(resize=640, eye_dist_threshold=5)``
+# and ``detect_faces`` defaults); facexlib's RetinaFace class itself holds the rest (BGR input minus
+# the mean (104, 117, 123), priors min_sizes [[16, 32], [64, 128], [256, 512]] at steps [8, 16, 32],
+# variances [0.1, 0.2], no internal resize with use_origin_size=True): tests check both against it.
+DETECT_SHORT_SIDE = 640        # frames with a shorter short side are enlarged to it (INTER_LINEAR), never shrunk
+CONFIDENCE_THRESHOLD = 0.8
+NMS_THRESHOLD = 0.4
+MIN_EYE_DISTANCE = 5.0         # px, in the frame
+
+
+def build_retinaface(device: torch.device = torch.device("cpu")):
+    """facexlib's RetinaFace ResNet-50, random weights (facexlib builds its torchvision backbone with
+    ``resnet50(pretrained=False)``: deprecated in torchvision >= 0.13, still accepted by 0.29, and the
+    reason this project's tests build it: a torchvision that drops the argument fails here first)."""
+    import warnings
+    from facexlib.detection.retinaface import RetinaFace
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(pretrained|weights).*", category=UserWarning)
+        return RetinaFace(network_name="resnet50", half=False, device=device)
+
+
+def load_retinaface(path, device: torch.device = torch.device("cpu")):
+    """``detection_Resnet50_Final.pth`` (a raw state dict whose keys start with ``module.``; any layout of
+    :func:`keep.checkpoint.load_checkpoint`) into facexlib's RetinaFace, strictly, eval mode."""
+    from keep.checkpoint import load_checkpoint, load_state_dict_into
+    state, _ = load_checkpoint(path)
+    net = build_retinaface(device)
+    load_state_dict_into(net, state, source=str(path))
+    return net.eval().to(device)
+
+
 class RetinaFaceDetector(FaceDetector):
     """facexlib's RetinaFace ResNet-50 with the release's settings (confidence 0.8, NMS 0.4).
 
     Frames with a short side under 640 px are enlarged to 640 for detection and the results scaled
     back, as the release does. Faces whose inter-ocular distance is under 5 px are dropped (the
-    release meant this test but compared coordinates of different points).
+    release meant this test but compared coordinates of different points). ``net``: an already
+    built RetinaFace (tests); by default the registry's ``retinaface-resnet50`` is loaded.
     """
     name = "retinaface"
 
-    def __init__(self, device: torch.device, resize: int = 640, min_eye_distance: float = 5.0):
-        from facexlib.detection.retinaface import RetinaFace
-        path = get_weight("retinaface-resnet50")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        self._net = RetinaFace(network_name="resnet50", half=False, device=device)
-        self._net.load_state_dict(state, strict=True)
-        self._net.eval()
+    def __init__(self, device: torch.device, resize: int = DETECT_SHORT_SIDE,
+                 min_eye_distance: float = MIN_EYE_DISTANCE, net=None):
+        self._net = net.eval() if net is not None else load_retinaface(get_weight("retinaface-resnet50"), device)
         self.resize = resize
         self.min_eye_distance = min_eye_distance
 
@@ -108,7 +135,8 @@ class RetinaFaceDetector(FaceDetector):
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         if scale > 1.0:
             bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
-        rows = self._net.detect_faces(bgr, conf_threshold=0.8, nms_threshold=0.4, use_origin_size=True)
+        rows = self._net.detect_faces(bgr, conf_threshold=CONFIDENCE_THRESHOLD, nms_threshold=NMS_THRESHOLD,
+                                      use_origin_size=True)
         found = []
         for row in rows:
             landmarks = row[5:15].reshape(5, 2).astype(np.float64) / scale

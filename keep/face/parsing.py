@@ -7,27 +7,45 @@ import torch
 
 from keep.weights import get_weight
 
-# CelebAMask-HQ labels kept (255) or dropped (0): background 0, 14 (neck), 16 (cloth), 17 (hair?)
-# and 18 (hat) are dropped as in the release's MASK_COLORMAP.
-_KEEP_LABEL = np.array([0, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 0, 255, 0, 0, 0],
-                       dtype=np.float32)
+# The release's MASK_COLORMAP: ParseNet's 19 labels kept (255) or dropped (0). Dropped: 0 (background),
+# 14, 16, 17, 18 (neck / cloth / hat region in facexlib's label order; the release's choice, copied).
+MASK_COLORMAP = (0, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 0, 255, 0, 0, 0)
+_KEEP_LABEL = np.array(MASK_COLORMAP, dtype=np.float32)
+
+
+def parsenet_input(face: np.ndarray) -> torch.Tensor:
+    """(512, 512, 3) uint8 RGB -> (1, 3, 512, 512) float32 in [-1, 1]: the release's ``img2tensor`` of the
+    BGR face with ``bgr2rgb=True`` then ``normalize(mean 0.5, std 0.5)`` of /255 values."""
+    return torch.from_numpy(np.ascontiguousarray(face)).permute(2, 0, 1).float().div(255.0).sub(0.5).div(0.5)[None]
+
+
+def load_parsenet(path, device: torch.device = torch.device("cpu")):
+    """``parsing_parsenet.pth`` (a raw state dict) into facexlib's ParseNet(512, 512, 19), strict, eval."""
+    from facexlib.parsing.parsenet import ParseNet
+    from keep.checkpoint import load_checkpoint, load_state_dict_into
+    state, _ = load_checkpoint(path)
+    net = ParseNet(in_size=512, out_size=512, parsing_ch=19)
+    load_state_dict_into(net, state, source=str(path))
+    return net.eval().to(device)
 
 
 class ParseMasker:
     """(512, 512, 3) uint8 RGB restored face -> (512, 512) float32 mask in [0, 1]."""
 
-    def __init__(self, device: torch.device, download: bool = True):
-        path = get_weight("parsenet", download=download)  # before importing facexlib (slow: torchvision)
-        from facexlib.parsing.parsenet import ParseNet
-        self._net = ParseNet(in_size=512, out_size=512, parsing_ch=19)
-        self._net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
-        self._net.eval().to(device)
+    def __init__(self, device: torch.device, download: bool = True, net=None):
+        if net is None:
+            net = load_parsenet(get_weight("parsenet", download=download), device)
+        self._net = net.eval().to(device)
         self.device = device
 
     @torch.no_grad()
+    def labels(self, face: np.ndarray) -> np.ndarray:
+        """(512, 512) int64 ParseNet label per pixel (argmax of its segmentation output)."""
+        return self._net(parsenet_input(face).to(self.device))[0].argmax(dim=1).squeeze(0).cpu().numpy()
+
+    @torch.no_grad()
     def __call__(self, face: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(face).permute(2, 0, 1).float().div(127.5).sub(1.0)[None].to(self.device)
-        labels = self._net(x)[0].argmax(dim=1).squeeze(0).cpu().numpy()
+        labels = self.labels(face)
         mask = _KEEP_LABEL[labels]
         # Two wide blurs and a zeroed 10 px frame, as the release, so the mask fades out inside the crop.
         mask = cv2.GaussianBlur(mask, (101, 101), 11)

@@ -21,7 +21,13 @@ import numpy as np
 
 
 def gaussian_kernel(sigma: float = 5.0, truncate: float = 4.0) -> np.ndarray:
-    """(2r+1,) weights exp(-n^2 / (2 sigma^2)) normalised to sum 1, r = int(truncate*sigma + 0.5) (scipy)."""
+    """(2r+1,) weights exp(-n^2 / (2 sigma^2)) normalised to sum 1, r = int(truncate*sigma + 0.5) (scipy).
+
+    ``sigma == 0`` is no smoothing: the single weight 1 (radius 0, no look-ahead)."""
+    if sigma < 0:
+        raise ValueError(f"smoothing sigma must be >= 0 (0 = off), got {sigma}")
+    if sigma == 0:
+        return np.ones(1)
     radius = int(truncate * sigma + 0.5)
     n = np.arange(-radius, radius + 1, dtype=np.float64)
     weights = np.exp(-0.5 * n * n / (sigma * sigma))

@@ -13,10 +13,12 @@ from keep.io.source import ACCURATE
 
 def write_sample_clip(frames: Iterable[np.ndarray], path: Path, fps: Fraction = Fraction(20),
                       tone_hz: Optional[float] = 440.0, audio_codec: str = "aac", sample_rate: int = 44100,
-                      crf: int = 12) -> Path:
+                      crf: int = 12, display_rotation: int = 0) -> Path:
     """Encode (H, W, 3) uint8 RGB frames (even sizes) to ``path`` with a mono sine of ``tone_hz``
     lasting as long as the video (no audio when ``tone_hz`` is None). ``audio_codec`` "aac" suits
-    MP4; "pcm_s16le" makes a MOV/MKV whose audio MP4 cannot hold."""
+    MP4; "pcm_s16le" makes a MOV/MKV whose audio MP4 cannot hold. ``display_rotation`` (degrees,
+    counter-clockwise, as ``VideoFrame.rotation`` reads it back) writes a display matrix, as phones do:
+    players turn the stored frames by it."""
     frames = list(frames)
     height, width = frames[0].shape[:2]
     fps = Fraction(fps)
@@ -24,6 +26,8 @@ def write_sample_clip(frames: Iterable[np.ndarray], path: Path, fps: Fraction = 
         video = container.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.options = {"crf": str(crf)}
+        if display_rotation:
+            video.set_display_rotation(display_rotation)
         audio = None
         if tone_hz is not None:
             audio = container.add_stream(audio_codec, rate=sample_rate)

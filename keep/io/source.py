@@ -71,6 +71,20 @@ class FrameSource:
         self.close()
 
 
+def input_name(path: Path) -> str:
+    """The output stem of an input: a video's file stem, a frame folder's name."""
+    path = Path(path)
+    return path.name if path.is_dir() else path.stem
+
+
+def _display_matrix(frame: "av.VideoFrame") -> Optional[np.ndarray]:
+    """The frame's DISPLAYMATRIX side data as 9 int32 (16.16 fixed point), or None."""
+    for data in frame.side_data:
+        if data.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
+            return np.frombuffer(bytes(data), dtype=np.int32).astype(np.int64)
+    return None
+
+
 class VideoSource(FrameSource):
     """Decode a video file with PyAV into RGB frames."""
 
@@ -92,7 +106,7 @@ class VideoSource(FrameSource):
             self._container.close()
             raise InputError(f"{self.path}: the container gives no frame rate; pass --fps")
         self.info = SourceInfo(
-            path=self.path, name=self.path.stem, kind="video", width=stream.codec_context.width,
+            path=self.path, name=input_name(self.path), kind="video", width=stream.codec_context.width,
             height=stream.codec_context.height, fps=Fraction(fps or rate),
             time_base=Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000),
             frame_count=stream.frames or None, has_audio=bool(self._container.streams.audio))
@@ -101,32 +115,81 @@ class VideoSource(FrameSource):
         pix_fmt = context.pix_fmt or ""
         if pix_fmt.startswith("gray") or pix_fmt.startswith("ya"):
             self.info.note("grayscale video converted to 3 channels")
+        # The input's own rate: what a regular timeline advances by (``info.fps`` may be --fps).
+        self._native_rate = Fraction(rate) if rate else self.info.fps
+        self.retimed = fps is not None
+        if self.retimed:
+            self.info.note(f"frames re-timed at {self.info.fps} fps (--fps): the input's timestamps are not kept")
+        # Decode the first frame now: a file that opens but cannot be decoded is reported before any
+        # model is loaded, and its display matrix (phone videos) is known before the size is used.
+        self._frames = self._container.decode(stream)
+        self._first = self._decode_next(0)
+        if self._first is None:
+            self._container.close()
+            raise InputError(f"{self.path}: no frame could be decoded; the file looks empty, corrupt or "
+                             f"truncated. Re-encode or re-download it.")
+        self.rotation = self._upright_turns(self._first)
+        if self.rotation % 2:
+            self.info.width, self.info.height = self.info.height, self.info.width
+        if self.rotation:
+            turn = {1: "90 degrees counter-clockwise", 2: "180 degrees", 3: "90 degrees clockwise"}[self.rotation]
+            self.info.note(f"rotated video: frames turned {turn} on decode (its display matrix), "
+                           f"processed and written upright at {self.info.width}x{self.info.height}")
+
+    def _decode_next(self, index: int) -> Optional["av.VideoFrame"]:
+        try:
+            return next(self._frames, None)
+        except av.error.FFmpegError as err:
+            self._container.close()
+            raise InputError(f"{self.path}: decoding failed at frame {index} ({err}); the file looks "
+                             f"corrupt or truncated. Re-encode or re-download it.") from err
+
+    def _upright_turns(self, frame: "av.VideoFrame") -> int:
+        """Quarter turns (counter-clockwise, ``np.rot90``'s k) that make the decoded pixels upright.
+
+        Phones store the sensor's pixels and a display matrix (ISO/IEC 14496-12 ``tkhd``) saying how
+        to turn them; players apply it (FFmpeg: ``theta = -av_display_rotation_get`` degrees clockwise),
+        so the pipeline must too, or faces are sideways and the detector finds none. ``frame.rotation``
+        is ``av_display_rotation_get``: the counter-clockwise angle the display applies.
+        """
+        matrix = _display_matrix(frame)
+        if matrix is None:
+            return 0
+        a, b, c, d = matrix[0], matrix[1], matrix[3], matrix[4]
+        angle = int(round(frame.rotation))
+        if a * d - b * c < 0 or angle % 90:
+            self.info.note(f"display matrix (rotation {angle} degrees{', mirrored' if a * d - b * c < 0 else ''}) "
+                           f"not applied: only quarter turns are; frames processed as stored")
+            return 0
+        return (angle // 90) % 4
 
     def __iter__(self) -> Iterator[Frame]:
         info = self.info
         tick = info.time_base
-        step = 1 / (info.fps * tick)  # frame duration in time-base units
+        step = 1 / (self._native_rate * tick)  # the input's frame duration in time-base units
         last_pts = None
         index = 0
-        try:
-            for frame in self._container.decode(self._stream):
-                pts = frame.pts
-                if pts is None or (last_pts is not None and pts <= last_pts):
-                    # Missing or non-increasing timestamps: continue the regular grid.
-                    pts = 0 if last_pts is None else last_pts + max(1, round(step))
-                elif last_pts is not None and abs((pts - last_pts) - step) > 0.5 * step:
-                    info.note("variable frame rate: the input's timestamps are kept")
-                # PyAV may return a view with padded rows; native code (dlib) needs contiguous pixels.
-                image = np.ascontiguousarray(frame.reformat(format="rgb24", interpolation=ACCURATE).to_ndarray())
-                if image.shape[:2] != (info.height, info.width):
-                    raise InputError(f"{self.path}: frame {index} is {image.shape[1]}x{image.shape[0]}, "
-                                     f"the stream is {info.width}x{info.height}; re-encode it at one size")
-                yield Frame(index, image, int(pts), tick)
-                last_pts = pts
-                index += 1
-        except av.error.FFmpegError as err:
-            raise InputError(f"{self.path}: decoding failed at frame {index} ({err}); the file looks "
-                             f"corrupt or truncated. Re-encode or re-download it.") from err
+        frame = self._first
+        self._first = None
+        while frame is not None:
+            pts = frame.pts
+            if pts is None or (last_pts is not None and pts <= last_pts):
+                # Missing or non-increasing timestamps: continue the regular grid.
+                pts = 0 if last_pts is None else last_pts + max(1, round(step))
+            elif last_pts is not None and abs((pts - last_pts) - step) > 0.5 * step and not self.retimed:
+                info.note("variable frame rate: the input's timestamps are kept")
+            # PyAV may return a view with padded rows; native code (dlib) needs contiguous pixels.
+            image = frame.reformat(format="rgb24", interpolation=ACCURATE).to_ndarray()
+            if self.rotation:
+                image = np.rot90(image, self.rotation)
+            image = np.ascontiguousarray(image)
+            if image.shape[:2] != (info.height, info.width):
+                raise InputError(f"{self.path}: frame {index} is {image.shape[1]}x{image.shape[0]}, "
+                                 f"the stream is {info.width}x{info.height}; re-encode it at one size")
+            yield Frame(index, image, int(pts), tick)
+            last_pts = pts
+            index += 1
+            frame = self._decode_next(index)
 
     def close(self) -> None:
         self._container.close()
@@ -142,7 +205,7 @@ class FolderSource(FrameSource):
             raise InputError(f"{self.path} holds no image frames ({', '.join(IMAGE_SUFFIXES)})")
         first, _ = read_image(self.files[0])
         rate = Fraction(fps or DEFAULT_FOLDER_FPS)
-        self.info = SourceInfo(path=self.path, name=self.path.name, kind="frames", width=first.shape[1],
+        self.info = SourceInfo(path=self.path, name=input_name(self.path), kind="frames", width=first.shape[1],
                                height=first.shape[0], fps=rate, time_base=1 / rate,
                                frame_count=len(self.files), has_audio=False)
 

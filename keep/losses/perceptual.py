@@ -26,6 +26,14 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def vgg19_features_state(path) -> Dict[str, torch.Tensor]:
+    """The convolutional part of torchvision's ``vgg19-dcbb9e9d.pth`` (a raw state dict with
+    ``features.N.*`` and ``classifier.*`` keys) under ``make_layers`` names (``N.*``)."""
+    from keep.checkpoint import load_checkpoint
+    state, _ = load_checkpoint(path)
+    return {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+
+
 @LOSSES.register()
 class PerceptualLoss(nn.Module):
     """Weighted L1 distance between VGG-19 features (taken before the ReLU, as BasicSR does).
@@ -47,8 +55,12 @@ class PerceptualLoss(nn.Module):
             torch.manual_seed(seed)  # a random backbone must be the same on every rank and every resume
             features = make_layers(vgg_cfgs["E"])  # VGG-19's convolutional part, torchvision's layout
         if pretrained:
-            state = torch.load(get_weight("vgg19", download=False), map_location="cpu", weights_only=True)
-            features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
+            features.load_state_dict(vgg19_features_state(get_weight("vgg19", download=False)), strict=True)
+        # torchvision builds its ReLUs in place: each would overwrite the conv output tapped just
+        # before it, turning the pre-ReLU features (BasicSR's, which clones each tap) into post-ReLU ones.
+        for i, layer in enumerate(features):
+            if isinstance(layer, nn.ReLU):
+                features[i] = nn.ReLU(inplace=False)
         self.features = features[:last + 1]
         self._taps = {VGG19_CONVS[k]: k for k in self.layer_weights}
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)

@@ -1,21 +1,27 @@
-"""Temporal flicker: the flow-warping error of Lai et al. (ECCV 2018) between consecutive restored frames.
+"""Temporal flicker: the warping error E_warp of Lai et al. (ECCV 2018, Eq. 8) between consecutive restored frames.
 
-For t ≥ 1, with O_t the restored frame as RGB in [0, 1]:
+For t ≥ 1, with O_t the restored frame as RGB in [0, 1] and Ô_{t−1} = O_{t−1} warped onto frame t:
 
-    E_t = Σ_p M_t(p) · ||O_t(p) − Ô_{t−1}(p)||² / (3 · Σ_p M_t(p)),   Ô_{t−1} = O_{t−1} warped onto t
+    E_t = Σ_p M_t(p) · ||O_t(p) − Ô_{t−1}(p)||²₂ / Σ_p M_t(p)
 
-i.e. the mean squared difference per pixel and channel over the non-occluded pixels. The clip's
-flicker is the mean of E_t over t (frame 0 has none); tables print it ×10⁻³. Lower is better: a
-restoration that changes only where the scene moves scores close to 0.
+with ||·||²₂ the squared L2 norm of the 3-vector of RGB differences, i.e. **summed over the three
+channels** as the paper prints it (this module used the channel mean, a third of it, until 2026-12;
+Lai et al.'s released ``evaluate_WarpError.py`` also ends up with the channel mean because it reads
+the 1-channel occlusion PNG as 3 channels, so divide by 3 to compare with numbers from that script).
+The clip's E_warp is the mean of E_t over t (frame 0 has none); tables print it ×10⁻³. Lower is
+better: a restoration that changes only where the scene moves scores close to 0.
 
-The flow and the occlusion mask M are estimated on the **ground-truth** clip, so every method is
-warped with the same motion and a method's own artefacts cannot bend the flow to hide its flicker.
-M drops pixels whose flow leaves the frame or fails the forward–backward check of Sundaram et al.
-(|w_f + w_b|² > 0.01 (|w_f|² + |w_b|²) + 0.5).
+The flow and the non-occlusion mask M are estimated on the **ground-truth** clip (Lai et al. estimate
+them on the input video), so every method is warped with the same motion and a method's own
+artefacts cannot bend the flow to hide its flicker. M drops, as Lai et al. (after Ruder et al. 2016),
+pixels whose flow leaves the frame, fails the forward–backward check
+(|w_f + w_b|² > 0.01 (|w_f|² + |w_b|²) + 0.5) or lies on a motion boundary
+(|∇u|² + |∇v|² > 0.01 |w|² + 0.002, forward differences).
 
 Flow backends: ``gmflow`` — the network KEEP itself uses (:class:`keep.archs.flow.FlowEstimator`,
-weights ``gmflow-sintel``); ``farneback`` — OpenCV's Farneback flow, the offline substitute, labelled
-``flicker_farneback``; ``auto`` picks GMFlow when its weights are on disk.
+weights ``gmflow-sintel``), column ``ewarp_gmflow``; ``farneback`` — OpenCV's Farneback flow, the
+offline substitute, column ``ewarp_farneback``; ``auto`` picks GMFlow when its weights are on disk.
+(Lai et al. used FlowNet2, which is not packaged here.)
 """
 from __future__ import annotations
 
@@ -75,13 +81,28 @@ def warp(img: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out.reshape(img.shape), inside
 
 
+def motion_boundary(flow: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels where ``flow`` (H, W, 2) changes fast relative to its magnitude
+    (Ruder et al. 2016 / Lai et al. 2018: |∇u|² + |∇v|² > 0.01 |w|² + 0.002, forward differences,
+    0 on the last row / column)."""
+    grad = np.zeros(flow.shape[:2])
+    for c in range(2):
+        du = np.zeros(flow.shape[:2])
+        dv = np.zeros(flow.shape[:2])
+        du[:, :-1] = flow[:, :-1, c] - flow[:, 1:, c]
+        dv[:-1, :] = flow[:-1, :, c] - flow[1:, :, c]
+        grad += du ** 2 + dv ** 2
+    return grad > 0.01 * np.sum(flow.astype(np.float64) ** 2, -1) + 0.002
+
+
 def non_occlusion_mask(flow_fw: np.ndarray, flow_bw: np.ndarray) -> np.ndarray:
-    """(H, W) bool: pixels of frame t whose flow t->t-1 (``flow_fw``) lands inside frame t-1 and
-    agrees with the flow t-1->t (``flow_bw``) brought back along it (forward-backward check)."""
+    """(H, W) bool: pixels of frame t whose flow t->t-1 (``flow_fw``) lands inside frame t-1,
+    agrees with the flow t-1->t (``flow_bw``) brought back along it (forward-backward check) and is
+    not on a motion boundary of ``flow_fw``."""
     bw_at, inside = warp(flow_bw, flow_fw)
     total = flow_fw + bw_at
     bound = 0.01 * (np.sum(flow_fw ** 2, -1) + np.sum(bw_at ** 2, -1)) + 0.5
-    return inside & (np.sum(total ** 2, -1) <= bound)
+    return inside & (np.sum(total ** 2, -1) <= bound) & ~motion_boundary(flow_fw)
 
 
 def warping_errors(pred: np.ndarray, gt: np.ndarray, flow_fn: FlowFn) -> np.ndarray:
@@ -100,7 +121,8 @@ def warping_errors(pred: np.ndarray, gt: np.ndarray, flow_fn: FlowFn) -> np.ndar
             continue
         warped, _ = warp(pred[t - 1], flow_fw)
         diff = (pred[t].astype(np.float64) - warped) / 255.0
-        out[t] = float(np.sum((diff ** 2)[mask]) / (3 * mask.sum()))
+        # Eq. 8: squared L2 norm over the RGB channels (a sum), averaged over the unmasked pixels
+        out[t] = float(np.sum((diff ** 2)[mask]) / mask.sum())
     return out
 
 
@@ -124,9 +146,12 @@ class FlowWarpingError:
             except WeightsNotFoundError as err:
                 if backend == "gmflow":
                     raise MetricUnavailable(f"flicker (GMFlow): {err}") from err
-        self.label = f"flicker_{self.backend}"
-        self.convention = (f"warping error on RGB [0,1], flow and occlusion mask from GT "
-                           f"({'GMFlow' if self.backend == 'gmflow' else 'OpenCV Farneback'})")
+        self.label = f"ewarp_{self.backend}"
+        self.backbone = "GMFlow (gmflow-sintel)" if self.backend == "gmflow" else "OpenCV Farneback flow"
+        self.convention = ("E_warp of Lai et al. 2018 (Eq. 8): mean over t>=1 of sum_p M_t(p) ||O_t(p) - "
+                           "warp(O_t-1)(p)||^2 / sum_p M_t(p), squared L2 norm SUMMED over the RGB channels "
+                           "in [0,1]; flow and non-occlusion mask M (in frame, forward-backward check, "
+                           f"no motion boundary) from the GT clip with {self.backbone}")
 
     def __call__(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
         return warping_errors(pred, gt, self.flow_fn)

@@ -146,7 +146,10 @@ class IdentitySimilarity:
         self.backend = "arcface" if self.net is not None else "dlib"
         self.device, self.batch_size = device, batch_size
         self._gt_cache = FrameCache()
-        self.label = "ids" if self.backend == "arcface" else "ids_dlib"
+        # the network in the column name: ArcFace and dlib similarities are on different scales
+        self.label = "ids_arcface_r18" if self.backend == "arcface" else "ids_dlib"
+        self.backbone = ("ArcFace ResNet-18 (GFPGAN arcface_resnet18.pth)" if self.backend == "arcface"
+                         else "dlib ResNet-29 face descriptor")
         self.convention = ("ArcFace ResNet-18, gray 128x128, cosine" if self.backend == "arcface" else
                            "dlib 128-d face descriptor (OFFLINE SUBSTITUTE for ArcFace), cosine")
 

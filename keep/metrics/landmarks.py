@@ -41,6 +41,7 @@ class KeypointDistance:
     name = "akd"
     higher_is_better = False
     label = "akd_dlib"
+    backbone = "dlib 68-point shape predictor (iBUG 300-W)"
     convention = "dlib 68 points (OFFLINE SUBSTITUTE for FAN), GT face box, pixels at 512x512"
 
     def __init__(self):

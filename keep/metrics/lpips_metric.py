@@ -1,7 +1,8 @@
 """LPIPS (Zhang et al. 2018) through the ``lpips`` package.
 
 Convention: backbone **AlexNet** (``net='alex'``, the package's default and the variant most face
-restoration papers report; ``vgg`` is available), linear layers v0.1 shipped with the package, frames
+restoration papers report; ``vgg`` is available), named in the column (``lpips_alex``, ``lpips_vgg``:
+the two backbones give scores on different scales), linear layers v0.1 shipped with the package, frames
 RGB mapped from 0–255 to [-1, 1], full 512×512 frames, no crop, spatial average. Lower is better.
 
 The linear layers come with the package, but the ImageNet backbone is fetched by torchvision into the
@@ -56,7 +57,8 @@ class LPIPSMetric:
         with contextlib.redirect_stdout(io.StringIO()):  # the package prints a banner
             self.model = lpips.LPIPS(net=net, verbose=False).eval().to(device)
         self.device, self.batch_size = device, batch_size
-        self.label = "lpips" if net == "alex" else f"lpips_{net}"
+        self.label = f"lpips_{net}"     # the backbone in the column: Alex and VGG scores differ in scale
+        self.backbone = {"alex": "AlexNet", "vgg": "VGG-16"}[net]
         self.convention = f"{net} backbone, v0.1 linear layers, RGB in [-1, 1], full frame"
 
     @torch.no_grad()

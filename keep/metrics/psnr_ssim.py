@@ -4,8 +4,11 @@ baselines (CodeFormer, GFPGAN, BasicVSR++, ...) report with.
 Convention used by ``keep eval`` (written in every summary):
 
 * value range 0–255, computed in float64 on uint8 frames;
-* colour: **RGB**, all three channels (``y_channel=False``); ``y_channel=True`` gives BasicSR's
-  ``test_y_channel`` variant (ITU-R BT.601 luma, 16–235);
+* colour: **RGB**, all three channels (``y_channel=False``, columns ``psnr`` / ``ssim``) *and*
+  BasicSR's ``test_y_channel`` variant (``y_channel=True``, columns ``psnr_y`` / ``ssim_y``): ITU-R
+  BT.601 luma of RGB on 0–255, studio range 16–235 (MATLAB ``rgb2ycbcr``), computed in float64
+  without rounding. Both are reported because they differ by about 1.5 dB on face frames and papers
+  use either;
 * ``crop_border = 0`` (faces are aligned 512×512 crops; no border is shaved);
 * PSNR = 10·log10(255² / MSE) over all pixels and channels of one frame (inf for identical frames);
 * SSIM: Wang et al. 2004 with an 11×11 Gaussian window, σ = 1.5, K1 = 0.01, K2 = 0.03, statistics
@@ -81,7 +84,9 @@ class _FramewiseMetric:
     def __init__(self, fn, crop_border: int = 0, y_channel: bool = False):
         self.fn, self.crop_border, self.y_channel = fn, crop_border, y_channel
         self.label = self.name + ("_y" if y_channel else "")
-        self.convention = f"{'Y (BT.601)' if y_channel else 'RGB'}, 0-255, crop_border {crop_border}"
+        self.backbone = ""
+        self.convention = (f"{'Y: BT.601 luma 16-235 of RGB 0-255 (BasicSR test_y_channel)' if y_channel else 'RGB, all 3 channels'}"
+                           f", 0-255, float64, crop_border {crop_border}")
 
     def __call__(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
         return np.array([self.fn(p, g, self.crop_border, self.y_channel) for p, g in zip(pred, gt)])

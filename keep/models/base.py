@@ -15,7 +15,7 @@ from torch import nn
 
 import keep.archs  # noqa: F401  (registers the networks)
 from keep.engine.config import TrainConfig
-from keep.losses import GANLoss, PerceptualLoss
+from keep.losses import GANLoss, LPIPSLoss, PerceptualLoss
 from keep.registry import ARCHS
 
 
@@ -34,11 +34,16 @@ class StageModel:
         self.disc: Optional[nn.Module] = ARCHS.build(cfg.discriminator) if cfg.discriminator else None
         self.runners: Dict[str, nn.Module] = dict(self.networks())
         w = cfg.losses
-        self.perceptual = (PerceptualLoss(w.perceptual_layers, w.perceptual_pretrained, seed=cfg.seed)
-                           if w.perceptual > 0 else None)
+        self.perceptual = None
+        if w.perceptual > 0:
+            self.perceptual = (PerceptualLoss(w.perceptual_layers, w.perceptual_pretrained, seed=cfg.seed)
+                               if w.perceptual_type == "vgg" else LPIPSLoss(w.perceptual_pretrained, seed=cfg.seed))
         self.gan = GANLoss(w.gan_type) if w.adversarial > 0 else None
         if self.gan is not None and self.disc is None:
             raise ValueError(f"stage {self.stage}: losses.adversarial > 0 needs a `discriminator:` spec")
+
+    def after_init(self, loaded: frozenset = frozenset()) -> None:
+        """Called once after ``init:`` was applied (``loaded``: the names it set), before freezing."""
 
     def networks(self) -> Dict[str, nn.Module]:
         nets = {"net": self.net}
@@ -59,7 +64,8 @@ class StageModel:
     def notes(self) -> List[str]:
         """Lines the trainer logs once at start (e.g. a random perceptual backbone)."""
         if self.perceptual is not None and not self.perceptual.pretrained:
-            return ["perceptual loss: RANDOMLY INITIALISED VGG-19 (losses.perceptual_pretrained: false) - "
+            backbone = "VGG-19" if self.cfg.losses.perceptual_type == "vgg" else "LPIPS VGG-16 backbone"
+            return [f"perceptual loss: RANDOMLY INITIALISED {backbone} (losses.perceptual_pretrained: false) - "
                     "a smoke-test setting, not a meaningful perceptual loss"]
         return []
 
@@ -67,11 +73,14 @@ class StageModel:
         return self.gan is not None and step >= self.cfg.losses.disc_start
 
     def shared_generator_losses(self, out: torch.Tensor, gt: torch.Tensor, adversarial: bool,
-                                logs: Dict[str, float]) -> torch.Tensor:
+                                logs: Dict[str, float], reconstruction: Optional[torch.Tensor] = None,
+                                last_layer: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Weighted perceptual + adversarial terms of the generator loss (call under autocast).
 
         ``out``/``gt``: (N, 3, H, W) frames or (B, T, 3, H, W) clips; the perceptual loss sees frames,
-        the discriminator sees ``out`` as given (2-D patch D on frames, 3-D temporal D on clips)."""
+        the discriminator sees ``out`` as given (2-D patch D on frames, 3-D temporal D on clips).
+        With ``last_layer`` (a weight of the generator's last layer) and ``reconstruction`` (the
+        weighted pixel terms) the adversarial weight is adaptive (:func:`adaptive_weight`)."""
         w = self.cfg.losses
         loss = out.new_zeros(())
         if self.perceptual is not None:
@@ -81,7 +90,12 @@ class StageModel:
         if adversarial:
             # the generator's view of D: the raw module (D's gradients here are discarded)
             g_adv = self.gan.generator_loss(self.disc(out))
-            loss = loss + w.adversarial * g_adv
+            weight = w.adversarial
+            if last_layer is not None:
+                ratio = adaptive_weight(reconstruction + loss, g_adv, last_layer, w.adaptive_weight_max)
+                weight = weight * ratio
+                logs["adv_weight"] = float(weight)
+            loss = loss + weight * g_adv
             logs["g_adv"] = g_adv.item()
         return loss
 
@@ -104,6 +118,21 @@ class StageModel:
     def image_grid_inputs(self, batch: Dict[str, torch.Tensor], output: torch.Tensor) -> List[torch.Tensor]:
         """Rows of the logged image grid for the first clip: LQ (upsampled), output, GT; each (T, 3, H, W)."""
         return [upsample_like(batch["lq"], batch["gt"])[0], output[0].clamp(-1, 1), batch["gt"][0]]
+
+
+def adaptive_weight(reconstruction: torch.Tensor, adversarial: torch.Tensor, last_layer: torch.Tensor,
+                    max_weight: float) -> torch.Tensor:
+    """The VQGAN rule (Esser et al. 2021, Eq. 7): ``||∇_L rec|| / (||∇_L adv|| + 1e-4)`` at the
+    generator's last layer L, clamped to ``[0, max_weight]``, no gradient. It keeps the adversarial
+    gradient at the output no larger than the reconstruction's (times the config's factor), whatever
+    the discriminator's scale; a fixed weight let a freshly started D swamp the reconstruction.
+
+    ``torch.autograd.grad`` with ``inputs`` runs no AccumulateGrad node, so DDP's gradient hooks do
+    not fire here; every rank computes its own weight from its own batch (as the VQGAN code does)."""
+    rec_grad = torch.autograd.grad(reconstruction, last_layer, retain_graph=True)[0]
+    adv_grad = torch.autograd.grad(adversarial, last_layer, retain_graph=True)[0]
+    ratio = rec_grad.float().norm() / (adv_grad.float().norm() + 1e-4)
+    return ratio.clamp(0.0, max_weight).detach()
 
 
 def upsample_like(lq: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:

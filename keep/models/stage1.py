@@ -4,8 +4,9 @@
 
 The last two terms come from :class:`keep.archs.vqgan.VectorQuantizer` (weights 1 and β as in the
 release). Frames of a clip are treated as independent images (the codebook is image-based).
-The adversarial weight is fixed (CodeFormer's adaptive weight needs per-layer gradients, which do not
-mix with DDP's gradient hooks); it starts at ``losses.disc_start``.
+λ_adv is adaptive by default (``losses.adversarial_weight: adaptive``, the VQGAN/CodeFormer rule,
+:func:`keep.models.base.adaptive_weight`, times ``losses.adversarial``), fixed on request; the
+adversarial terms start at ``losses.disc_start``.
 """
 from __future__ import annotations
 
@@ -32,12 +33,21 @@ class VQGANStage(StageModel):
             l1 = F.l1_loss(recon.float(), frames)
             loss = w.l1 * l1 + w.codebook * codebook_loss.float()
             logs = {"l1": l1.item(), "codebook": codebook_loss.item()}
-            loss = loss + self.shared_generator_losses(recon, frames, adversarial, logs)
+            adaptive = adversarial and w.adversarial_weight == "adaptive"
+            loss = loss + self.shared_generator_losses(
+                recon, frames, adversarial, logs, reconstruction=w.l1 * l1 if adaptive else None,
+                last_layer=self.last_layer() if adaptive else None)
         ctx.optimize("net", loss)
         logs["loss"] = loss.item()
         if adversarial:
             self.discriminator_step(frames, recon, ctx, logs)
         return logs
+
+    def last_layer(self) -> torch.Tensor:
+        """The weight of the generator's last layer (the output convolution): where the VQGAN rule
+        compares gradient norms."""
+        weights = [p for n, p in self.net.generator.named_parameters() if n.endswith("weight") and p.dim() == 4]
+        return weights[-1]
 
     @torch.no_grad()
     def restore(self, net: nn.Module, batch: Dict[str, torch.Tensor]) -> torch.Tensor:

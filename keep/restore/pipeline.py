@@ -4,15 +4,29 @@ Frames wait in a buffer only until every track that may cover them has its smoot
 (look-ahead: ``max_gap`` for gap filling + the smoothing radius) and its window has been through
 the network, so memory is bounded by ``max_gap + radius + window`` frames, not by the video's
 length (the release decodes the whole video and stacks every crop on the GPU).
+
+Overlap (keep/restore/stages.py): decoding runs in a thread a few frames ahead, the network in a
+second thread, paste-back + encoding in a third; the main thread detects, tracks, smooths and
+aligns. Each hand-over is a bounded queue, so memory stays bounded by the window and the
+look-ahead (plus ``2 * window`` frames waiting for paste-back and a few decoded ahead). Which
+windows go through the network together, and in which order, is decided by the main thread alone,
+so the output is byte-identical with and without overlap (``overlap=False`` runs every stage
+inline).
+
+Windows of all tracks end on one grid (frames ``k * window - 1``), so the windows of faces that
+are due at the same frame go through the network as one batch (keep/restore/batching.py); a track
+that starts mid-window has a shorter first window. On a GPU the crops and the paste-back run on
+the device (keep/restore/device_geometry.py).
 """
 from __future__ import annotations
 
 import time
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Deque, Dict, List, Optional
+from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -28,8 +42,11 @@ from keep.io.errors import InputError
 from keep.io.images import write_image
 from keep.io.source import Frame, SourceInfo, open_source
 from keep.io.writer import VideoWriter
+from keep.restore import device_geometry
+from keep.restore.batching import BatchRestorer, Crop
 from keep.restore.options import RestoreOptions
-from keep.restore.restorer import FaceRestorer, resolve_device
+from keep.restore.restorer import resolve_device
+from keep.restore.stages import Stage, StageError, prefetch
 from keep.weights import WeightsNotFoundError
 
 
@@ -61,8 +78,9 @@ class RunSummary:
 @dataclass
 class _Face:
     matrix: Optional[np.ndarray]       # (2, 3) frame -> 512 crop; None in aligned mode
-    crop: np.ndarray                   # (n, n, 3) uint8 network input
-    restored: Optional[np.ndarray] = None
+    crop: Optional[Crop] = None        # (n, n, 3) uint8 network input (numpy, or a tensor on the device)
+    job: Optional["_Job"] = None       # the network call that restores it, once its window is sent
+    restored: Optional[Crop] = None    # set by the network stage before job.done is set
 
 
 @dataclass
@@ -70,6 +88,19 @@ class _Slot:
     frame: Frame
     faces: Dict[int, _Face] = field(default_factory=dict)
     detected: bool = False
+    on_device: Optional[torch.Tensor] = None   # the frame uploaded once (device geometry)
+
+
+@dataclass
+class _Job:
+    """Windows of several tracks restored in one network call (one length, all fresh or all carried)."""
+    windows: List[Tuple[int, List[_Face]]]
+    done: Future = field(default_factory=Future)
+
+
+@dataclass
+class _EndTrack:
+    track: int
 
 
 class _Track:
@@ -80,6 +111,7 @@ class _Track:
         self.gaps = GapFiller(max_gap)
         self.smoother = StreamingGaussian(sigma)
         self.window: List[int] = []      # frames cropped, waiting for the network
+        self.windows_sent = 0
 
 
 class VideoRestorer:
@@ -96,8 +128,8 @@ class VideoRestorer:
         if options.fps is not None and options.fps <= 0:
             raise ValueError(f"--fps must be positive, got {options.fps}")
         self.net = net if net is not None else load_model(options.weights, device=self.device)
-        self.restorer = FaceRestorer(self.net, self.device, options.precision, options.reset_state_per_window,
-                                     propagate=not options.image_baseline)
+        self.restorer = BatchRestorer(self.net, self.device, options.precision, options.reset_state_per_window,
+                                      propagate=not options.image_baseline)
         self.notes: List[str] = []
         self.detector: Optional[FaceDetector] = None
         self.paster: Optional[FacePaster] = None
@@ -108,9 +140,16 @@ class VideoRestorer:
             from keep.restore.upsampler import RealESRGANUpsampler
             self.upsampler = RealESRGANUpsampler(self.device, tile=options.bg_tile,
                                                  half=options.precision == "fp16")
+        # crops and paste-back where the network runs, when it is not the CPU (there OpenCV is faster);
+        # Real-ESRGAN on the face and the drawn box stay on the OpenCV path
+        self.device_geometry = (self.device.type != "cpu" and not options.aligned and not options.face_upsample
+                                and not options.draw_box)
+        self.device_paster: Optional[device_geometry.DevicePaster] = None
         if not options.aligned:
             self.detector = make_detector(options.detector, self.device)
-            self.paster = FacePaster(options.upscale, self._parse_masker(), options.draw_box)
+            masker = self._parse_masker()
+            self.paster = FacePaster(options.upscale, masker, options.draw_box)
+            self.device_paster = device_geometry.DevicePaster(options.upscale, masker)
 
     def _parse_masker(self):
         if self.options.mask == "square":
@@ -128,15 +167,19 @@ class VideoRestorer:
     def output_path(self, name: str) -> Path:
         return Path(self.options.output_dir) / f"{name}.mp4"
 
-    def run(self, path: Path, on_frame: Optional[Callable[[RunSummary, Optional[int]], None]] = None) -> RunSummary:
+    def run(self, path: Path, name: Optional[str] = None,
+            on_frame: Optional[Callable[[RunSummary, Optional[int]], None]] = None) -> RunSummary:
         """Restore one input (video file or frame folder) to ``<output_dir>/<name>.mp4``.
 
         ``on_frame(summary, total)`` (optional) is called after each written frame with the running
         summary and the header's frame count (None if unknown); an exception it raises stops the run
         and deletes the partial videos (how ``keep demo`` shows progress and cancels)."""
         source = open_source(path, self.options.fps)
+        source.info.name = name or source.info.name   # a batch may rename (x.mp4 + x.mkv)
         try:
-            return _Run(self, source, on_frame).execute()
+            run = _Run(self, source)
+            run.on_frame = on_frame
+            return run.execute()
         finally:
             source.close()
 
@@ -144,9 +187,9 @@ class VideoRestorer:
 class _Run:
     """The streaming state of one input."""
 
-    def __init__(self, owner: VideoRestorer, source, on_frame=None):
+    def __init__(self, owner: VideoRestorer, source):
         self.o = owner.options
-        self.on_frame = on_frame
+        self.on_frame: Optional[Callable[[RunSummary, Optional[int]], None]] = None   # set by run()
         self.owner = owner
         self.source = source
         self.info: SourceInfo = source.info
@@ -157,6 +200,8 @@ class _Run:
         self.tracker = FaceTracker(all_faces=self.o.all_faces)
         self.seen = 0
         self.eof = False
+        self.due: List[Tuple[int, List[int], bool]] = []  # (track, frames, carried) due in this step, not sent
+        self.ended: List[int] = []                       # tracks ended in this step
         out = owner.output_path(self.info.name)
         self.summary = RunSummary(input=self.info.path, output=out, notes=list(owner.notes))
         self.extra_dir = Path(self.o.output_dir) / self.info.name
@@ -194,22 +239,35 @@ class _Run:
         if self.writer.audio is not None:
             self.summary.notes.append(f"audio: {self.writer.audio.description}")
         if o.compare:
-            self.compare = VideoWriter(compare_path, 2 * self.out_w, self.out_h, fps, time_base, crf=o.crf,
-                                       color=info.color)
+            self.compare = VideoWriter(compare_path, 2 * self.out_w, self.out_h, fps, time_base, audio_from=audio,
+                                       crf=o.crf, color=info.color)
 
     # ------------------------------------------------------------------ main loop
     def execute(self) -> RunSummary:
         started = time.perf_counter()
         self._open_writers()
+        o = self.o
+        threaded = o.overlap
+        self.on_device = self.owner.device_geometry
+        self.faces_restored = 0
+        self.bar = tqdm(total=self.info.frame_count, unit="frame", desc=self.info.name, disable=not o.progress)
+        self.started = started
+        # Bounded hand-overs: one window running and one queued in the network, two windows of frames
+        # waiting for paste-back, a few frames decoded ahead.
+        self.network = Stage("network", self._run_job, maxsize=2, threaded=threaded, discard=self._cancel_job)
+        self.emitter = Stage("paste-back and encoding", self._emit, maxsize=2 * o.window, threaded=threaded)
+        frames = prefetch(_owned(self.source) if threaded else self.source, size=8, threaded=threaded)
         try:
-            bar = tqdm(self.source, total=self.info.frame_count, unit="frame", desc=self.info.name,
-                       disable=not self.o.progress)
-            for frame in bar:
+            for frame in frames:
                 self._push(frame)
+                self._flush()
                 self._release()
             self.eof = True
             self._finish_tracks()
+            self._flush()
             self._release()
+            self.network.close()
+            self.emitter.close()
             if self.summary.frames == 0:
                 raise InputError(f"{self.info.path}: no frames could be decoded")
             if not self.o.aligned and self.summary.tracks == 0:
@@ -220,10 +278,15 @@ class _Run:
             if self.compare is not None:
                 self.compare.close()
         except BaseException:
+            frames.close()
+            self.network.abort()
+            self.emitter.abort()
             self.writer.abort()
             if self.compare is not None:
                 self.compare.abort()
             raise
+        finally:
+            self.bar.close()
         self.summary.seconds = time.perf_counter() - started
         self.summary.notes += [n for n in self.info.notes if n not in self.summary.notes]
         return self.summary
@@ -245,8 +308,7 @@ class _Run:
             track = self.tracks[0]
             track.window.append(frame.index)
             track.next_frame = frame.index + 1
-            if len(track.window) == self.o.window:
-                self._restore_window(track)
+            self._window_due(track)
             return
         detections = self.owner.detector.detect(frame.image)
         slot.detected = bool(detections)
@@ -275,27 +337,88 @@ class _Run:
     def _on_smoothed(self, track: _Track, values: List[np.ndarray]) -> None:
         for landmarks in values:
             slot = self._slot(track.next_frame)
-            matrix = align_matrix(landmarks.reshape(5, 2))
-            crop = warp_face(slot.frame.image, crop_matrix(matrix, self.size), self.size)
-            slot.faces[track.id] = _Face(matrix, crop)
+            slot.faces[track.id] = _Face(align_matrix(landmarks.reshape(5, 2)))
             track.window.append(track.next_frame)
             track.next_frame += 1
-            if len(track.window) == self.o.window:
-                self._restore_window(track)
+            self._window_due(track)
 
-    def _restore_window(self, track: _Track) -> None:
-        if not track.window:
-            return
-        faces = [self._slot(i).faces[track.id] for i in track.window]
-        restored = self.owner.restorer.restore(track.id, [f.crop for f in faces])
-        for face, image in zip(faces, restored):
-            face.restored = image
+    # ------------------------------------------------------------------ network
+    def _window_due(self, track: _Track) -> None:
+        """A window is due when full or at a grid line, ``next_frame % window == 0``, the same for every track."""
+        if track.window and (len(track.window) == self.o.window or track.next_frame % self.o.window == 0):
+            self._send_window(track)
+
+    def _send_window(self, track: _Track) -> None:
+        carried = track.windows_sent > 0 and self.owner.restorer.propagate and not self.o.reset_state_per_window
+        self.due.append((track.id, track.window, carried))
         track.window = []
+        track.windows_sent += 1
+
+    def _flush(self) -> None:
+        """Send the windows that fell due in this step. Windows of one length and one state kind (fresh or
+        carried) go as one batch; a track's k-th window of the step goes in round k, after its earlier ones."""
+        groups: Dict[Tuple[int, int, bool], List[Tuple[int, List[int]]]] = {}
+        rounds: Dict[int, int] = {}
+        for track_id, indices, carried in self.due:
+            round_ = rounds[track_id] = rounds.get(track_id, -1) + 1
+            groups.setdefault((round_, len(indices), carried), []).append((track_id, indices))
+        self.due = []
+        for key in sorted(groups, key=lambda k: k[0]):  # stable: first-seen order within a round
+            windows = [(tid, [self._slot(i).faces[tid] for i in indices]) for tid, indices in groups[key]]
+            self._make_crops(groups[key], windows)
+            job = _Job(windows)
+            for _, faces in windows:
+                for face in faces:
+                    face.job = job
+            try:
+                self.network.put(job)
+            except BaseException:
+                self._cancel_job(job)
+                raise
+        for track_id in self.ended:
+            self.network.put(_EndTrack(track_id))
+        self.ended = []
+
+    def _make_crops(self, frames: List[Tuple[int, List[int]]], windows: List[Tuple[int, List[_Face]]]) -> None:
+        if self.o.aligned:
+            return  # the resized frame is the crop
+        for (_, indices), (_, faces) in zip(frames, windows):
+            slots = [self._slot(i) for i in indices]
+            matrices = [crop_matrix(f.matrix, self.size) for f in faces]
+            if self.on_device:  # the window's crops in one grid_sample
+                crops = device_geometry.crop_faces([self._on_device(s) for s in slots], matrices, self.size)
+                for face, crop in zip(faces, crops):
+                    face.crop = crop
+            else:
+                for face, slot, matrix in zip(faces, slots, matrices):
+                    face.crop = warp_face(slot.frame.image, matrix, self.size)
+
+    def _on_device(self, slot: _Slot) -> torch.Tensor:
+        if slot.on_device is None:
+            slot.on_device = device_geometry.upload(slot.frame.image, self.owner.device)
+        return slot.on_device
+
+    def _run_job(self, item) -> None:
+        """Network stage: one batched call, or the end of a track (its Kalman state freed)."""
+        if isinstance(item, _EndTrack):
+            self.owner.restorer.end_track(item.track)
+            return
+        restored = self.owner.restorer.restore_many([(tid, [f.crop for f in faces]) for tid, faces in item.windows])
+        for (_, faces), images in zip(item.windows, restored):
+            for face, image in zip(faces, images):
+                face.restored = image
+        item.done.set_result(True)
+
+    @staticmethod
+    def _cancel_job(item) -> None:
+        if isinstance(item, _Job) and not item.done.done():
+            item.done.set_exception(StageError("the network stage stopped before this window"))
 
     def _end_track(self, track: _Track) -> None:
         self._on_smoothed(track, track.smoother.finish())
-        self._restore_window(track)
-        self.owner.restorer.end_track(track.id)
+        if track.window:
+            self._send_window(track)
+        self.ended.append(track.id)
         self.tracker.drop(track.id)
         del self.tracks[track.id]
 
@@ -308,7 +431,7 @@ class _Run:
 
     # ------------------------------------------------------------------ output
     def _release(self) -> None:
-        """Write every frame at the head of the buffer that no track can still change."""
+        """Hand every frame at the head of the buffer that no track can still change to paste-back."""
         while self.buffer:
             slot = self.buffer[0]
             index = slot.frame.index
@@ -317,10 +440,10 @@ class _Run:
                     return  # a track found later may still be held back to frame 0
                 if any(t.start <= index and t.next_frame <= index for t in self.tracks.values()):
                     return
-            if any(f.restored is None for f in slot.faces.values()):
+            if any(f.job is None for f in slot.faces.values()):
                 return
             self.buffer.popleft()
-            self._emit(slot)
+            self.emitter.put(slot)
 
     def _background(self, image: np.ndarray) -> np.ndarray:
         scale = self.o.upscale
@@ -331,33 +454,57 @@ class _Run:
             return image.astype(np.float32)
         return cv2.resize(image, (self.out_w, self.out_h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
 
+    def _compose(self, slot: _Slot, gray: bool) -> np.ndarray:
+        """The output frame: restored faces pasted into the background (OpenCV)."""
+        canvas = self._background(slot.frame.image)
+        for tid in sorted(slot.faces):
+            restored = slot.faces[tid].restored
+            if gray:
+                restored = gray_face(restored)
+            face, face_512 = restored, None
+            if self.o.face_upsample and self.o.upscale > 1 and self.owner.upsampler is not None:
+                side = FACE_SIZE * self.o.upscale
+                face_512 = cv2.resize(restored, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)
+                face = cv2.resize(self.owner.upsampler.enhance(restored), (side, side),
+                                  interpolation=cv2.INTER_LANCZOS4)
+            self.owner.paster.paste(canvas, face, slot.faces[tid].matrix, face_512)
+        return to_uint8(canvas)
+
+    def _compose_on_device(self, slot: _Slot, gray: bool) -> np.ndarray:
+        """:meth:`_compose` with device tensors (keep/restore/device_geometry.py); one download per frame."""
+        if self.o.upscale == 1 and not self.o.bg_upsampler:
+            canvas = self._on_device(slot).float()
+        else:
+            canvas = device_geometry.upload(self._background(slot.frame.image), self.owner.device)
+        for tid in sorted(slot.faces):
+            restored = slot.faces[tid].restored
+            if gray:
+                restored = device_geometry.gray_face(restored)
+            self.owner.device_paster.paste(canvas, restored, slot.faces[tid].matrix)
+        return device_geometry.to_uint8(canvas).cpu().numpy()
+
     def _emit(self, slot: _Slot) -> None:
+        """Paste-back and encoding stage: waits for the frame's faces, writes the frame, advances the bar."""
+        for face in slot.faces.values():
+            face.job.done.result()
         frame = slot.frame
         index = frame.index
         self.summary.frames += 1
         if self.o.aligned:
-            output = slot.faces[0].restored
+            output = _numpy(slot.faces[0].restored)
             reference = slot.faces[0].crop
         else:
-            canvas = self._background(frame.image)
             gray = (np.array_equal(frame.image[..., 0], frame.image[..., 1])
                     and np.array_equal(frame.image[..., 1], frame.image[..., 2]))
-            for tid in sorted(slot.faces):
-                restored = slot.faces[tid].restored
-                if gray:
-                    restored = gray_face(restored)
-                face, face_512 = restored, None
-                if self.o.face_upsample and self.o.upscale > 1 and self.owner.upsampler is not None:
-                    side = FACE_SIZE * self.o.upscale
-                    face_512 = cv2.resize(restored, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)
-                    face = cv2.resize(self.owner.upsampler.enhance(restored), (side, side),
-                                      interpolation=cv2.INTER_LANCZOS4)
-                self.owner.paster.paste(canvas, face, slot.faces[tid].matrix, face_512)
-            output = to_uint8(canvas)
+            if slot.faces and self.on_device:
+                output = self._compose_on_device(slot, gray)
+            else:
+                output = self._compose(slot, gray)
             reference = frame.image
             if self.o.upscale > 1:
                 reference = cv2.resize(reference, (self.out_w, self.out_h), interpolation=cv2.INTER_LINEAR)
             self.summary.frames_without_face += not slot.faces
+        slot.on_device = None
         pts = index if self.retime else frame.pts
         self.writer.write(output, pts)
         if self.compare is not None:
@@ -365,10 +512,26 @@ class _Run:
         for tid, face in slot.faces.items():
             name = f"{index:08d}.png" if self.o.aligned else f"{index:08d}_{tid:02d}.png"
             if self.o.save_faces:
-                write_image(self.extra_dir / "restored_faces" / name, face.restored)
+                write_image(self.extra_dir / "restored_faces" / name, _numpy(face.restored))
             if self.o.save_cropped:
-                write_image(self.extra_dir / "cropped_faces" / name, face.crop)
+                write_image(self.extra_dir / "cropped_faces" / name, _numpy(face.crop))
         if self.o.save_frames:
             write_image(self.extra_dir / "final_frames" / f"{index:08d}.png", output)
+        # the bar counts frames written, i.e. restored: decoding runs ahead and would read 100 % too soon
+        self.faces_restored += len(slot.faces)
+        elapsed = time.perf_counter() - self.started
+        self.bar.set_postfix_str(f"{self.faces_restored / max(elapsed, 1e-9):.2f} faces/s", refresh=False)
+        self.bar.update(1)
         if self.on_frame is not None:
             self.on_frame(self.summary, self.info.frame_count)
+
+
+def _owned(frames):
+    """Frames with their own pixels: a decoder's array may view a buffer it reuses once it runs ahead."""
+    for frame in frames:
+        frame.image = frame.image.copy()
+        yield frame
+
+
+def _numpy(image: Crop) -> np.ndarray:
+    return image.cpu().numpy() if torch.is_tensor(image) else image

@@ -64,6 +64,17 @@ class RRDBNet(nn.Module):
         return self.conv_last(F.leaky_relu(self.conv_hr(feat), 0.2))
 
 
+def load_rrdbnet(path) -> RRDBNet:
+    """``RealESRGAN_x2plus.pth`` into the x2 RRDBNet (23 blocks, 64 features, growth 32), strictly,
+    eval mode. As Real-ESRGAN's ``RealESRGANer``: ``params_ema`` if the file has it, else ``params``
+    (or a raw state dict; ``module.`` prefixes stripped), see :func:`keep.checkpoint.unwrap_checkpoint`."""
+    from keep.checkpoint import load_checkpoint, load_state_dict_into
+    state, _ = load_checkpoint(path)
+    net = RRDBNet()
+    load_state_dict_into(net, state, source=str(path))
+    return net.eval()
+
+
 class RealESRGANUpsampler:
     """``enhance(image)``: (H, W, 3) uint8 RGB -> (2H, 2W, 3) uint8, run in tiles of ``tile`` px
     with ``tile_pad`` px of context each side (release: 400 and 40; 0 = whole image at once)."""
@@ -73,13 +84,7 @@ class RealESRGANUpsampler:
     def __init__(self, device: torch.device, tile: int = 400, tile_pad: int = 40, half: bool = False,
                  net: nn.Module = None, download: bool = True):
         if net is None:
-            net = RRDBNet()
-            state = torch.load(get_weight("realesrgan-x2", download=download), map_location="cpu", weights_only=True)
-            for key in ("params_ema", "params"):
-                if key in state:
-                    state = state[key]
-                    break
-            net.load_state_dict(state, strict=True)
+            net = load_rrdbnet(get_weight("realesrgan-x2", download=download))
         self.net = net.eval().to(device)
         self.device = device
         self.dtype = torch.float16 if half and device.type == "cuda" else torch.float32

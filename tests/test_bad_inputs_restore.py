@@ -1,0 +1,67 @@
+"""Bad-input table for `keep restore`: one parametrised test; each case is argv + expected exit code +
+a fragment of the message; every case must write nothing and leave the inputs byte for byte unchanged.
+Add a case by appending a row to CASES. Placeholders: {clip} a small video, {dir} its folder,
+{out} a fresh output folder, {txt} a text file, {broken} garbage named .mp4, {missing} no such path."""
+import hashlib
+
+import numpy as np
+import pytest
+
+from keep.cli import main
+from keep.io.samples import write_sample_clip
+
+CASES = [
+    # (id, argv after "restore", exit code, message fragment)
+    ("missing-input", ["{missing}", "-o", "{out}"], 1, "does not exist"),
+    ("text-file", ["{txt}", "-o", "{out}"], 1, "unsupported file type"),
+    ("garbage-video", ["{broken}", "-o", "{out}"], 1, "broken.mp4"),
+    ("output-is-input-with-overwrite", ["{clip}", "-o", "{dir}", "--overwrite"], 1, "would replace the input"),
+    ("output-is-input-relative", ["{clip}", "-o", "{dir}/../inputs", "--overwrite"], 1, "would replace the input"),
+    ("output-under-a-file", ["{clip}", "-o", "{clip}/sub"], 1, "is a file"),
+    ("output-is-a-file", ["{clip}", "-o", "{txt}"], 1, "is a file, not a folder"),
+    ("fps-divide-by-zero", ["{clip}", "-o", "{out}", "--fps", "1/0"], 2, "is not a frame rate"),
+    ("fps-huge", ["{clip}", "-o", "{out}", "--fps", "1e12"], 2, "out of range"),
+    ("fps-zero", ["{clip}", "-o", "{out}", "--fps", "0"], 2, "out of range"),
+    ("fps-too-many-decimals", ["{clip}", "-o", "{out}", "--fps", "12.3456789123"], 2, "too many decimals"),
+    ("crf-too-high", ["{clip}", "-o", "{out}", "--crf", "99"], 2, "between 0 and 51"),
+    ("crf-negative", ["{clip}", "-o", "{out}", "--crf", "-1"], 2, "between 0 and 51"),
+    ("window-zero", ["{clip}", "-o", "{out}", "--window", "0"], 2, "out of range"),
+    ("sigma-negative", ["{clip}", "-o", "{out}", "--smooth-sigma", "-1"], 2, "out of range"),
+    ("sigma-nan", ["{clip}", "-o", "{out}", "--smooth-sigma", "nan"], 2, "is not a number"),
+    ("bad-input-before-missing-weights", ["{broken}", "-o", "{out}", "--weights", "{missing}"], 1, "broken.mp4"),
+]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    inputs = root / "inputs"
+    inputs.mkdir()
+    clip = write_sample_clip([np.full((32, 32, 3), 100, np.uint8)] * 2, inputs / "clip.mp4", tone_hz=None)
+    (inputs / "notes.txt").write_text("not a video")
+    (inputs / "broken.mp4").write_bytes(b"not a video at all" * 100)
+    return root, inputs, clip
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("argv,code,fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_fails_clearly_and_writes_nothing(workspace, tmp_path, capsys, argv, code, fragment):
+    root, inputs, clip = workspace
+    out = tmp_path / "out"
+    values = {"clip": clip, "dir": inputs, "out": out, "txt": inputs / "notes.txt",
+              "broken": inputs / "broken.mp4", "missing": root / "no_such_thing.mp4"}
+    before = _snapshot(inputs)
+    argv = [a.format(**values) for a in argv]
+    try:
+        result = main(["restore", *argv, "--no-progress"])
+    except SystemExit as exit_:
+        result = exit_.code
+    err = capsys.readouterr().err
+    assert result == code, err
+    assert fragment in err and "Traceback" not in err
+    assert not out.exists()
+    assert _snapshot(inputs) == before

@@ -1,0 +1,118 @@
+"""Bad inputs to `keep train`: each case ends in a one-line message and exit 1 or 2, never a traceback.
+
+One row per case (issue 8, items 6, 8, 9, 10); add rows as cases are found. Each row prepares a
+run folder, returns the `keep train` arguments, and names a phrase the message must contain.
+"""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from keep.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+TINY1 = REPO / "configs" / "tiny_stage1.yaml"
+
+
+def _args(tmp, *sets, config=TINY1):
+    return ["train", "-c", str(config), "--set", f"output_dir={tmp / 'runs'}", "--set", "data.val=null",
+            "--set", "iters=2", "--set", "save_every=1", *[x for s in sets for x in ("--set", s)]]
+
+
+def malformed_yaml(tmp):
+    bad = tmp / "bad.yaml"
+    bad.write_text("kind: train\nnet: {type: VQGAN\nstage: 1\n")
+    return ["train", "-c", str(bad)], 2, "not valid YAML"
+
+
+def missing_config(tmp):
+    return ["train", "-c", str(tmp / "nope.yaml")], 2, "not found"
+
+
+def unknown_net_type(tmp):
+    return _args(tmp, "net.type=NoSuchNet"), 1, "unknown arch"
+
+
+def bad_arch_argument(tmp):
+    return _args(tmp, "net.nff=8"), 1, "bad arguments"
+
+
+def absurd_size(tmp):
+    return _args(tmp, "net.nf=1000000"), 1, "G parameters"
+
+
+def init_with_foreign_keys(tmp):
+    path = tmp / "foreign.pth"
+    torch.save({"params": {"some.other.weight": torch.zeros(3)}}, path)
+    return _args(tmp, f"init=[{{path: {path}}}]"), 1, "not in the network"
+
+
+def truncated_init(tmp):
+    path = tmp / "trunc.pth"
+    torch.save({"params": {"w": torch.zeros(1000)}}, path)
+    path.write_bytes(path.read_bytes()[:200])
+    return _args(tmp, f"init=[{{path: {path}}}]"), 1, "truncated or corrupt"
+
+
+def malicious_resume(tmp):
+    path = tmp / "evil.pth"
+    torch.save({"format": "keep-train-v1", "payload": os.getcwd}, path)  # a pickled function, not a tensor
+    return _args(tmp) + ["--resume", str(path)], 1, "refused"
+
+
+def resume_with_changed_net(tmp):
+    assert main(_args(tmp)) == 0
+    return _args(tmp, "net.nf=4") + ["--resume"], 1, "config changed"
+
+
+def resume_foreign_file(tmp):
+    path = tmp / "plain.pth"
+    torch.save({"w": torch.zeros(2)}, path)
+    return _args(tmp) + ["--resume", str(path)], 1, "not a KEEP training checkpoint"
+
+
+CASES = [malformed_yaml, missing_config, unknown_net_type, bad_arch_argument, absurd_size, init_with_foreign_keys,
+         truncated_init, malicious_resume, resume_with_changed_net, resume_foreign_file]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__)
+def test_bad_input_is_a_clean_error(case, tmp_path, capsys, one_thread):
+    argv, code, phrase = case(tmp_path)
+    capsys.readouterr()
+    assert main(argv) == code  # an uncaught exception (a traceback) fails here
+    err = capsys.readouterr().err
+    assert phrase.lower() in err.lower(), err
+    assert "Traceback" not in err
+
+
+def test_truncated_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys, one_thread):
+    assert main(_args(tmp_path)) == 0
+    ckpts = sorted((tmp_path / "runs" / "tiny_stage1" / "checkpoints").glob("step_*.pth"))
+    assert [p.name for p in ckpts] == ["step_00000001.pth", "step_00000002.pth"]
+    ckpts[-1].write_bytes(ckpts[-1].read_bytes()[:500])
+    (tmp_path / "runs" / "tiny_stage1" / "export.pth").unlink()
+    capsys.readouterr()
+    assert main(_args(tmp_path) + ["--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "step_00000002.pth" in err and "falling back" in err
+    assert torch.load(ckpts[-1], weights_only=True)["step"] == 2  # retrained and rewritten
+
+
+def test_resume_after_a_crash_before_the_export_writes_it(tmp_path, one_thread):
+    assert main(_args(tmp_path)) == 0
+    export = tmp_path / "runs" / "tiny_stage1" / "export.pth"
+    export.unlink()  # the crash: last checkpoint written, export not
+    assert main(_args(tmp_path) + ["--resume"]) == 0
+    assert export.is_file() and torch.load(export, weights_only=True)["arch"]["type"] == "VQGAN"
+
+
+def test_stale_temporaries_of_a_killed_save_are_removed(tmp_path, one_thread):
+    ckpt_dir = tmp_path / "runs" / "tiny_stage1" / "checkpoints"
+    ckpt_dir.mkdir(parents=True)
+    stale = ckpt_dir / ".step_00000001.pth.tmp999999999"  # no such process
+    stale.write_bytes(b"half")
+    live = ckpt_dir / f".step_00000001.pth.tmp{os.getppid()}"  # a live process: left alone
+    live.write_bytes(b"half")
+    assert main(_args(tmp_path)) == 0
+    assert not stale.exists() and live.exists()
