@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 import gradio as gr
+import torch
 
 from keep.demo.frames import frame_view
 from keep.demo.job import DemoSettings, ModelCache, RestoreJob
@@ -45,6 +46,7 @@ def error_markdown(message: str) -> str:
 def build_app(workspace: Workspace, limits: Limits = Limits(), models: Optional[ModelCache] = None,
               device: str = "auto", weights: str = "keep-v1", examples: Sequence[Path] = ()) -> gr.Blocks:
     models = models or ModelCache()
+    threads = torch.get_num_threads()   # the app's (--threads): each run's worker thread uses it too
     device_name = str(resolve_device(device))
     choices = keep_weight_names()
     if weights not in choices:
@@ -123,7 +125,7 @@ def build_app(workspace: Workspace, limits: Limits = Limits(), models: Optional[
                 reset_state_per_window=state_value == STATE_RESET, image_baseline=bool(baseline_value),
                 bg_upsampler=None if upsampler_value == NO_UPSAMPLER else upsampler_value,
                 precision=precision_value, crf=int(crf_value))
-            job = RestoreJob(upload_path, settings, session.new_run_folder(), limits, models, device)
+            job = RestoreJob(upload_path, settings, session.new_run_folder(), limits, models, device, threads)
             session.job = job
             cleared = [None, None, gr.Slider(0, 1, value=0, interactive=False), None, None, None, None, "", "", None]
             yield ["Starting…"] + cleared

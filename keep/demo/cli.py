@@ -12,7 +12,7 @@ from pathlib import Path
 EPILOG = """examples:
   keep demo                                  # http://127.0.0.1:7860, KEEP v1.0.0 (fetched on first use)
   keep demo --weights my_export.pth --port 8000
-  keep demo --workdir demo_files --examples clips/   # keep the files; offer the videos of clips/ as examples
+  keep demo --workdir /data/demo --examples clips/  # work on another disk; offer the videos of clips/ as examples
 needs the optional extra: pip install -e ".[demo]"
 """
 
@@ -26,13 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--share", action="store_true",
                         help="also open a public gradio.live link (Gradio's tunnel; only when asked)")
     parser.add_argument("--workdir", type=Path, default=None,
-                        help="folder for uploads, runs and temporary files (default: a new temporary folder, "
-                             "removed when the app stops)")
+                        help="folder for uploads, runs and temporary files (default: a new temporary folder); "
+                             "what the app writes there is removed when it stops")
     parser.add_argument("--weights", default="keep-v1",
                         help="default weights: registry name or checkpoint path (added to the page's list)")
     parser.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
     parser.add_argument("--no-download", dest="download", action="store_false",
-                        help="never fetch KEEP weights: a missing file is reported with where to put it")
+                        help="never fetch weights (KEEP, detector, upsampler): a missing file is reported with "
+                             "where to put it")
     parser.add_argument("--max-upload-mb", type=float, default=200.0, help="largest upload (default 200 MB)")
     parser.add_argument("--max-frames", type=int, default=1200, help="longest input in frames (default 1200)")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="longest video in seconds (default 120)")

@@ -25,7 +25,7 @@ from keep.io.errors import InputError
 from keep.restore.options import RestoreOptions
 from keep.restore.pipeline import RunSummary, VideoRestorer
 from keep.restore.restorer import resolve_device
-from keep.weights import WeightsNotFoundError
+from keep.weights import WeightsNotFoundError, get_weight
 
 log = logging.getLogger("keep.demo")
 
@@ -149,8 +149,11 @@ class RestoreJob:
     """Restore one upload into ``run_folder``; :meth:`start` runs it in a thread."""
 
     def __init__(self, upload: Optional[str], settings: DemoSettings, run_folder: Path, limits: Limits,
-                 models: ModelCache, device: str = "auto"):
+                 models: ModelCache, device: str = "auto", threads: Optional[int] = None):
         self.upload = upload
+        # PyTorch's CPU thread count is per thread (OpenMP): the worker takes the caller's (the app's
+        # --threads), as `keep restore` runs with its own; a different count sums in another order
+        self.threads = threads or torch.get_num_threads()
         self.settings = settings
         self.folder = Path(run_folder)
         self.limits = limits
@@ -194,6 +197,7 @@ class RestoreJob:
 
     # ---------------------------------------------------------------- worker
     def _work(self) -> None:
+        torch.set_num_threads(self.threads)
         try:
             self.result = self._restore()
             self.state = "done"
@@ -223,6 +227,8 @@ class RestoreJob:
             self._check_cancel()
             self.state, self._started = "running", time.perf_counter()
             self._progress = Progress(total=info.frame_count)
+            if not self.models.download:
+                self._require_helper_weights()
             net = self.models.get(self.settings.weights_source, device)
             options = self.settings.options(self.folder / "output", str(device))
             tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
@@ -234,6 +240,17 @@ class RestoreJob:
         finally:
             lock.release()
         return self._collect(summary, info.fps)
+
+    def _require_helper_weights(self) -> None:
+        """With --no-download, the detector's and the upsampler's files must be there already: the
+        pipeline would fetch them (WeightsNotFoundError names where to put each file)."""
+        needed = []
+        if not self.settings.aligned and self.settings.detector == "retinaface":
+            needed.append("retinaface-resnet50")
+        if self.settings.bg_upsampler:
+            needed.append("realesrgan-x2")
+        for name in needed:
+            get_weight(name, download=False)
 
     def _on_frame(self, summary: RunSummary, total: Optional[int]) -> None:
         self._check_cancel()

@@ -6,8 +6,9 @@ Everything the app writes lives under one folder (``--workdir``, default a fresh
     <root>/sessions/<session>/run-N one restoration: outputs, PNGs for the frame viewer, extracted zip
 
 Gradio serves files that lie inside its upload folder without copying them, so the run folders are
-shown in place. A session's folder and its uploads are removed when its page is closed; everything
-is removed when the app stops (and the root itself when the app created it).
+shown in place. A session's folder and its uploads are removed when its page is closed; when the app
+stops, everything it wrote is removed: the whole root when the app created it, else every entry of
+the root that was not there when the app started (Gradio's own scratch files included).
 """
 from __future__ import annotations
 
@@ -76,6 +77,7 @@ class Workspace:
         self.created = root is None
         self.root = Path(tempfile.mkdtemp(prefix="keep-demo-") if root is None else root).expanduser().resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._before = {entry.name for entry in self.root.iterdir()}   # the user's: never removed
         self.sessions_dir = self.root / "sessions"
         self._sessions: Dict[str, Session] = {}
         self._lock = threading.Lock()
@@ -120,11 +122,13 @@ class Workspace:
         if self.created:
             shutil.rmtree(self.root, ignore_errors=True)
             return
-        shutil.rmtree(self.sessions_dir, ignore_errors=True)
         for entry in self.root.iterdir() if self.root.is_dir() else []:
-            # Gradio's upload folders are named by a hash; leave anything else the user put here.
-            if entry.is_dir() and len(entry.name) >= 32 and all(c in "0123456789abcdef" for c in entry.name):
+            if entry.name in self._before:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 def _safe_key(key: str) -> str:
