@@ -133,7 +133,7 @@ def test_client_restores_a_clip_like_keep_restore(app, wild_clip, tiny_weights, 
     statuses = [update[0] for update in job]
     (status, video, compare, slider, input_frame, output_frame, crop, face, caption, summary, downloads) = \
         job.outputs()[-1]
-    assert status.startswith("**Done:**") and f"{FRAMES} frames" in status, status
+    assert status.startswith(f"**Done:** wild: {FRAMES} frames, {FRAMES} faces in "), status
     assert any(s.startswith("Restoring:") for s in statuses), statuses      # progress was shown
     # the restored video: the input's frame count, rate and size; the side by side is twice as wide
     rate, frames, _ = decode(video)
@@ -265,3 +265,96 @@ def test_workspace_removes_only_what_the_app_wrote(tmp_path):
     assert not session.folder.exists() and not upload.parent.exists()
     workspace.close()
     assert sorted(p.name for p in root.iterdir()) == ["mine.txt"]
+
+
+# ------------------------------------------------------------------------------------- real browser
+def _chromium():
+    """Playwright and Debian's chromium, or a skip that says which one is missing."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install playwright; the test extra has it)")
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.skip("no chromium on PATH (apt-get install -y chromium; .ci/run installs it)")
+    return sync_playwright, executable
+
+
+def _small_png(png: bytes) -> bytes:
+    """The screenshot as a 256-colour optimised PNG (the page is flat colours: it still reads well)."""
+    import io
+
+    from PIL import Image
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    assert image.size == (1280, 800)
+    out = io.BytesIO()
+    image.quantize(256, dither=Image.Dither.NONE).save(out, "PNG", optimize=True)
+    return out.getvalue()
+
+
+VIDEO_STATE = """async (video) => {
+    video.muted = true;
+    if (video.readyState < 1) await new Promise(r => video.addEventListener('loadedmetadata', r, {once: true}));
+    const duration = video.duration;
+    await video.play();
+    if (!video.ended) await new Promise(r => video.addEventListener('ended', r, {once: true}));
+    return {duration, ended: video.ended, played: video.played.length ? video.played.end(0) : 0,
+            width: video.videoWidth, height: video.videoHeight, error: video.error && video.error.code};
+}"""
+
+
+@pytest.mark.timeout(180)
+def test_browser_restores_plays_and_steps_through_frames(app, wild_clip, broken_clip, tmp_path):
+    sync_playwright, executable = _chromium()
+    with sync_playwright() as playwright:
+        try:
+            browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        except Exception as err:   # a chromium that cannot start here (missing libraries): say so
+            pytest.skip(f"chromium at {executable} does not start: {str(err).splitlines()[0]}")
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(app["url"], wait_until="load")
+            page.locator("#start").wait_for()
+            page.locator("#upload input[type=file]").set_input_files(str(wild_clip))
+            page.locator("#upload").get_by_text("wild.mp4").first.wait_for(timeout=30_000)   # uploaded
+            page.get_by_label("dlib").check()
+            page.locator("#start").click()
+            status = page.locator("#status")
+            status.get_by_text("Done:").wait_for(timeout=120_000)
+            assert f"wild: {FRAMES} frames, {FRAMES} faces" in status.inner_text()
+            # the restored video plays to its end in the browser, and lasts the input's frames / rate
+            state = page.locator("#restored video").evaluate(VIDEO_STATE)
+            assert state["error"] is None and state["ended"] is True, state
+            assert (state["width"], state["height"]) == (388, 512), state
+            assert abs(state["duration"] - FRAMES / FPS) <= 1.0 / FPS + 1e-3, state
+            assert abs(state["played"] - state["duration"]) <= 1.0 / FPS, state
+            compare = page.locator("#compare video").evaluate(VIDEO_STATE)
+            assert compare["ended"] is True and (compare["width"], compare["height"]) == (776, 512), compare
+            page.locator("#restored video").evaluate("v => { v.currentTime = 0; }")
+            page.locator("#compare video").evaluate("v => { v.currentTime = 0; }")
+            page.evaluate("window.scrollTo(0, 0)")
+            shot = _small_png(page.screenshot(type="png"))
+            (tmp_path / "demo.png").write_bytes(shot)
+            assert len(shot) < 300_000, f"screenshot of {len(shot)} bytes"
+            if os.environ.get("KEEP_UPDATE_SCREENSHOT"):    # docs/images/demo.png is made here
+                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+                SCREENSHOT.write_bytes(shot)
+            # the frame slider: the viewer follows it (the caption, the output frame and its file)
+            output_image = page.locator("#output-frame img")
+            first_src = output_image.get_attribute("src")
+            assert "00000000.png" in first_src
+            page.locator("#frame-slider input[type=range]").focus()
+            page.keyboard.press("End")
+            page.locator("#frame-caption").get_by_text(f"frame {FRAMES} of {FRAMES}").wait_for(timeout=30_000)
+            page.wait_for_function("() => document.querySelector('#output-frame img').src.includes('00000009.png')",
+                                   timeout=30_000)
+            assert output_image.get_attribute("src") != first_src
+            # a corrupt upload: a readable message on the page, no traceback
+            page.locator("#upload button[aria-label='Clear']").first.click()
+            page.locator("#upload input[type=file]").set_input_files(str(broken_clip))
+            page.locator("#upload").get_by_text("broken.mp4").first.wait_for(timeout=30_000)
+            page.locator("#start").click()
+            status.get_by_text("Error:").wait_for(timeout=60_000)
+            assert "broken.mp4" in status.inner_text() and "Traceback" not in page.content()
+        finally:
+            browser.close()

@@ -137,8 +137,7 @@ def build_app(workspace: Workspace, limits: Limits = Limits(), models: Optional[
                     session.result = result = job.result
                     view = frame_view(result, 0)
                     files = [str(result.video)] + ([str(result.faces_zip)] if result.faces_zip else [])
-                    yield ([f"**Done:** {markdown_text(result.name)}, {result.frames} frames "
-                            f"({markdown_text(job.progress().describe())})",
+                    yield ([f"**Done:** {markdown_text(result.name)}: {markdown_text(job.progress().describe_done())}",
                             str(result.video), str(result.compare),
                             gr.Slider(0, max(result.frames - 1, 1), value=0, step=1, interactive=result.frames > 1)]
                            + _view_values(view) + [result.summary, files])

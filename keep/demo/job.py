@@ -90,6 +90,11 @@ class Progress:
             parts.append(f"ETA {_duration(max(self.total - self.frames, 0) / speed)}")
         return " · ".join(parts)
 
+    def describe_done(self) -> str:
+        speed = self.frames / self.seconds if self.seconds > 0 else 0.0
+        return (f"{self.frames} frames, {self.faces} face{'s' if self.faces != 1 else ''} in {self.seconds:.1f} s "
+                f"({speed:.2f} frames/s)")
+
 
 @dataclass
 class RunResult:
