@@ -183,6 +183,23 @@ def test_client_errors_are_messages_not_tracebacks(app, broken_clip, wild_clip, 
     assert client.predict(api_name="/cancel") == "Nothing is running."
 
 
+def test_cli_port_in_use_and_bad_limits_are_one_line_errors(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "keep.cli", "demo", "--device", "cpu", "--workdir", str(tmp_path / "work"),
+               "--stop-after", "1"]
+    bad = subprocess.run(command + ["--max-frames", "0"], env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip() == "keep demo: error: --max-frames must be positive, got 0"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run(command + ["--port", str(port)], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.strip().splitlines()[-1] == (f"keep demo: error: port {port} on 127.0.0.1 is in use; "
+                                                   f"pass --port with a free one")
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())
+
+
 # ------------------------------------------------------------------------------------- in-process job
 def _aligned_clip(tmp_path, count):
     with open_source(require(VIDEOS / "synthetic_1.mp4")) as source:

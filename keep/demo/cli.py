@@ -101,8 +101,11 @@ def main(args: argparse.Namespace) -> int:
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
-    except OSError as err:         # the port is taken
-        print(f"keep demo: error: {err}", file=sys.stderr)
+    except OSError as err:         # the port is taken (Gradio's message names its own launch() arguments)
+        message = str(err)
+        if "empty port" in message:
+            message = f"port {args.port} on {args.host} is in use; pass --port with a free one"
+        print(f"keep demo: error: {message}", file=sys.stderr)
         return 1
     finally:
         demo.close()
