@@ -183,6 +183,43 @@ def test_client_errors_are_messages_not_tracebacks(app, broken_clip, wild_clip, 
     assert client.predict(api_name="/cancel") == "Nothing is running."
 
 
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory):
+    with open_source(require(VIDEOS / "real_1.mp4")) as source:
+        frames = [f.image for f in itertools.islice(source, 60)]
+    return write_sample_clip(frames, tmp_path_factory.mktemp("clips") / "long.mp4", tone_hz=None)
+
+
+@pytest.mark.timeout(180)
+def test_one_run_at_a_time_queue_position_and_cancel(app, long_clip, wild_clip, tmp_path):
+    """Page A restores a long clip; page B, started meanwhile, waits in the queue and is told its
+    position; A's Cancel stops A (its files removed) and B then runs to the end."""
+    from gradio_client.utils import Status
+    first, second = _client(app, tmp_path / "a"), _client(app, tmp_path / "b")
+    running = first.submit(*_restore_args(app, long_clip), api_name="/restore")
+    deadline = time.monotonic() + 60
+    while not any(str(update[0]).startswith("Restoring:") for update in running.outputs()):
+        assert time.monotonic() < deadline and not running.done(), running.outputs()
+        time.sleep(0.1)
+    waiting = second.submit(*_restore_args(app, wild_clip), api_name="/restore")
+    positions = []
+    deadline = time.monotonic() + 30
+    while not positions and time.monotonic() < deadline:
+        status = waiting.status()
+        if status.code == Status.IN_QUEUE and status.rank is not None:
+            positions.append(status.rank)
+        time.sleep(0.05)
+    assert positions == [0], positions                  # B is first in line behind A's run
+    assert not any(str(u[0]).startswith(("Restoring:", "Starting")) for u in waiting.outputs())
+    message = first.predict(api_name="/cancel")
+    assert message.startswith("**Cancelled:**"), message
+    result = waiting.result(timeout=120)
+    assert result[0].startswith(f"**Done:** wild: {FRAMES} frames"), result[0]
+    sessions = app["dirs"]["work"] / "sessions"
+    assert not list(sessions.glob(f"{first.session_hash}/run-*"))      # A's cancelled run: removed
+    assert (sessions / second.session_hash / "run-1" / "output" / "wild.mp4").is_file()   # B's result
+
+
 def test_cli_port_in_use_and_bad_limits_are_one_line_errors(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "keep.cli", "demo", "--device", "cpu", "--workdir", str(tmp_path / "work"),
