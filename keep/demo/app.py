@@ -175,6 +175,14 @@ def build_app(workspace: Workspace, limits: Limits = Limits(), models: Optional[
         slider.change(show_frame, [slider], viewer, api_name="frame", concurrency_limit=None,
                       trigger_mode="always_last", show_progress="hidden")
 
+        def remember(path, request: gr.Request):
+            """An upload belongs to its page as soon as it is stored (not only once Restore is pressed)."""
+            workspace.session(request.session_hash).remember_upload(path)
+
+        for box in (upload, checkpoint):
+            box.upload(remember, [box], None, api_name=False, concurrency_limit=None, show_progress="hidden",
+                       queue=False)
+
         def end_session(request: gr.Request):
             workspace.end_session(request.session_hash)
 

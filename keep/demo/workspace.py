@@ -101,8 +101,13 @@ class Workspace:
             session.job.cancel()
             session.job.wait(timeout=60)   # its worker removes a cancelled run's files itself
         shutil.rmtree(session.folder, ignore_errors=True)
+        # Gradio stores an upload by its content's hash: two pages that upload the same file share it,
+        # so a file still remembered by another session stays
+        with self._lock:
+            shared = {path for other in self._sessions.values() for path in other.uploads}
         for upload in session.uploads:
-            self.remove_upload(upload)
+            if upload not in shared:
+                self.remove_upload(upload)
 
     def remove_upload(self, path: Path) -> None:
         """Delete an upload (and the hash folder Gradio put it in), only if it lies in this workspace
