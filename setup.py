@@ -16,6 +16,13 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["keep", "keep.*"]),
     install_requires=requirements,
-    extras_require={"test": ["pytest>=7", "pytest-timeout"]},
+    extras_require={
+        # keep demo (Gradio 6 needs Python >= 3.10; tested with gradio 6.31.0, which caps pillow < 13: pip
+        # then installs pillow 12.x, which torchvision, matplotlib and scikit-image accept). The test extra
+        # has what tests/test_demo.py drives the app with: gradio (its client) and playwright.
+        "demo": ["gradio>=6.0,<7; python_version>='3.10'"],
+        "test": ["pytest>=7", "pytest-timeout", "gradio>=6.0,<7; python_version>='3.10'",
+                 "playwright>=1.40; python_version>='3.10'"],
+    },
     entry_points={"console_scripts": ["keep=keep.cli:main"]},
 )

@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -167,12 +167,19 @@ class VideoRestorer:
     def output_path(self, name: str) -> Path:
         return Path(self.options.output_dir) / f"{name}.mp4"
 
-    def run(self, path: Path, name: Optional[str] = None) -> RunSummary:
-        """Restore one input (video file or frame folder) to ``<output_dir>/<name>.mp4``."""
+    def run(self, path: Path, name: Optional[str] = None,
+            on_frame: Optional[Callable[[RunSummary, Optional[int]], None]] = None) -> RunSummary:
+        """Restore one input (video file or frame folder) to ``<output_dir>/<name>.mp4``.
+
+        ``on_frame(summary, total)`` (optional) is called after each written frame with the running
+        summary and the header's frame count (None if unknown); an exception it raises stops the run
+        and deletes the partial videos (how ``keep demo`` shows progress and cancels)."""
         source = open_source(path, self.options.fps)
         source.info.name = name or source.info.name   # a batch may rename (x.mp4 + x.mkv)
         try:
-            return _Run(self, source).execute()
+            run = _Run(self, source)
+            run.on_frame = on_frame
+            return run.execute()
         finally:
             source.close()
 
@@ -182,6 +189,7 @@ class _Run:
 
     def __init__(self, owner: VideoRestorer, source):
         self.o = owner.options
+        self.on_frame: Optional[Callable[[RunSummary, Optional[int]], None]] = None   # set by run()
         self.owner = owner
         self.source = source
         self.info: SourceInfo = source.info
@@ -514,6 +522,8 @@ class _Run:
         elapsed = time.perf_counter() - self.started
         self.bar.set_postfix_str(f"{self.faces_restored / max(elapsed, 1e-9):.2f} faces/s", refresh=False)
         self.bar.update(1)
+        if self.on_frame is not None:
+            self.on_frame(self.summary, self.info.frame_count)
 
 
 def _owned(frames):
