@@ -206,3 +206,24 @@ def test_parsing_mask_loads_registry_weights_and_fades_to_zero_at_the_border(tmp
     mask = ParseMasker(torch.device("cpu"), download=False)(np.full((512, 512, 3), 128, np.uint8))
     assert mask.shape == (512, 512) and mask.min() >= 0.0 and mask.max() <= 1.0
     assert mask[:10].max() == 0 and mask[:, -10:].max() == 0
+
+
+def test_retinaface_input_is_enlarged_to_the_release_size_truncated_not_rounded():
+    """The release's get_face_landmarks_5(resize=640) enlarges with (int(w * s), int(h * s)); a
+    388x512 frame (real_1's size) must reach the detector as 844x640, not cv2 fx='s rounded 845x640."""
+    from keep.face.detect import RetinaFaceDetector
+
+    class Recorder(torch.nn.Module):
+        shapes = []
+
+        def detect_faces(self, bgr, **kwargs):
+            self.shapes.append(bgr.shape)
+            return np.zeros((0, 15), np.float32)
+
+    detector = RetinaFaceDetector(torch.device("cpu"), net=Recorder())
+    for h, w in [(512, 388), (388, 512), (640, 480), (700, 900)]:
+        detector.detect(np.zeros((h, w, 3), np.uint8))
+    scale = [640 / 388, 640 / 388, 640 / 480, 1.0]
+    expected = [(int(h * s), int(w * s), 3) for (h, w), s in zip([(512, 388), (388, 512), (640, 480), (700, 900)], scale)]
+    assert Recorder.shapes == expected
+    assert Recorder.shapes[0] == (844, 640, 3)

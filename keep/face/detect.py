@@ -133,8 +133,9 @@ class RetinaFaceDetector(FaceDetector):
     def detect(self, image: np.ndarray) -> List[Detection]:
         scale = max(1.0, self.resize / min(image.shape[:2]))
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-        if scale > 1.0:
-            bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+        if scale > 1.0:  # the release truncates the enlarged size (int(h * scale)); cv2's fx= would round it
+            height, width = int(image.shape[0] * scale), int(image.shape[1] * scale)
+            bgr = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_LINEAR)
         rows = self._net.detect_faces(bgr, conf_threshold=CONFIDENCE_THRESHOLD, nms_threshold=NMS_THRESHOLD,
                                       use_origin_size=True)
         found = []
