@@ -80,3 +80,21 @@ def test_release_recipe_numbers():
     for i in (1, 2, 3):  # the paper folder is the paper's numbers
         paper, top = (load_config(TrainConfig, p) for p in (root / "paper" / f"stage{i}.yaml", root / f"stage{i}.yaml"))
         assert (paper.iters, paper.optim.lr, paper.net) == (top.iters, top.optim.lr, top.net)
+
+
+@pytest.mark.parametrize("path, protocol", [
+    ("configs/stage2.yaml", "release"), ("configs/stage3.yaml", "release"),
+    ("configs/release/stage2.yaml", "release"), ("configs/release/stage3.yaml", "release"),
+    ("configs/paper/stage2.yaml", "paper"), ("configs/paper/stage3.yaml", "paper")])
+def test_shipped_recipes_degrade_with_their_protocol(path, protocol):
+    """Issue 10: the shipped recipes train on the release's data code (the released weights' own), the
+    paper recipes on Eq. 9 as printed; no recipe overrides a setting its protocol governs."""
+    from keep.config import from_dict, load_with_bases
+    from keep.data.degradation import PROTOCOLS
+    root = Path(__file__).resolve().parents[1]
+    config = from_dict(TrainConfig, load_with_bases(root / path))
+    for split in (config.data.train, config.data.val):
+        degradation = split.degradation
+        assert degradation.protocol == protocol
+        assert degradation.deviations() == {}, path
+        assert degradation.order == PROTOCOLS[protocol]["order"]
