@@ -83,7 +83,7 @@ def test_release_recipe_numbers():
 
 
 @pytest.mark.parametrize("path, protocol", [
-    ("configs/stage2.yaml", "release"), ("configs/stage3.yaml", "release"),
+    ("configs/stage2.yaml", "release"), ("configs/stage3.yaml", "release"), ("configs/causal_stage2.yaml", "release"),
     ("configs/release/stage2.yaml", "release"), ("configs/release/stage3.yaml", "release"),
     ("configs/paper/stage2.yaml", "paper"), ("configs/paper/stage3.yaml", "paper")])
 def test_shipped_recipes_degrade_with_their_protocol(path, protocol):
