@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from keep.io.errors import InputError
+from keep.restore.cli import add_device_arguments
 
 EPILOG = """examples:
   keep live /dev/video0 -o call.mp4 --detector dlib             # webcam -> fragmented MP4, Ctrl-C to end
@@ -33,12 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="file written progressively (.mp4 = fragmented MP4, .ts = MPEG-TS), a URL to push to "
                              "(rtmp://, rtsp://, udp://, srt://) or - (MPEG-TS on stdout)")
     parser.add_argument("--weights", default="keep-v1", help="checkpoint path or registry name (default keep-v1)")
-    parser.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
-    precision = parser.add_mutually_exclusive_group()
-    precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16", default="fp32",
-                           help="float16 autocast (GPU)")
-    precision.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
-                           help="bfloat16 autocast (GPU)")
+    add_device_arguments(parser, strict_fp32=False)
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for the network (default: PyTorch's choice; 1 is best on a busy machine)")
     parser.add_argument("--causal-window", type=int, default=None,

@@ -13,6 +13,21 @@ from typing import Callable, Iterator, Optional
 
 from keep.io.errors import InputError
 
+
+def add_device_arguments(parser: argparse.ArgumentParser, strict_fp32: bool) -> None:
+    """--device and the precision flags (dest ``precision``), shared by ``keep restore`` and ``keep live``."""
+    parser.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16", default="fp32",
+                           help="float16 autocast (GPU)")
+    precision.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
+                           help="bfloat16 autocast (GPU)")
+    if strict_fp32:
+        precision.add_argument("--strict-fp32", dest="precision", action="store_const", const="fp32-strict",
+                               help="true fp32 on CUDA: TF32 off for every convolution and matmul (PyTorch lets "
+                                    "cuDNN use TF32 by default); the official numerics, about half the speed")
+
+
 EPILOG = """examples:
   keep restore clip.mp4 -o results                     # in-the-wild video -> results/clip.mp4 (fps, audio kept)
   keep restore clips/ -o results --detector dlib       # every video of a folder, offline face detector
@@ -91,15 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=parse_fps, default=None,
                         help="output frame rate, e.g. 25 or 30000/1001 (default: the input's; frame folders: 20); "
                              "a video is then re-timed at this rate and its audio is not copied")
-    parser.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
-    precision = parser.add_mutually_exclusive_group()
-    precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16", default="fp32",
-                           help="float16 autocast (GPU)")
-    precision.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
-                           help="bfloat16 autocast (GPU)")
-    precision.add_argument("--strict-fp32", dest="precision", action="store_const", const="fp32-strict",
-                           help="true fp32 on CUDA: TF32 off for every convolution and matmul (PyTorch lets "
-                                "cuDNN use TF32 by default); the official numerics, about half the speed")
+    add_device_arguments(parser, strict_fp32=True)
     parser.add_argument("--max-gap", type=_number(int, "a whole number", low=0), default=20,
                         help="frames without a detection bridged by interpolation inside a track (default 20)")
     parser.add_argument("--smooth-sigma", type=_number(float, "a number", low=0.0, high=50.0), default=5.0,
