@@ -1,13 +1,13 @@
 """Benchmark `keep restore`: frames/s and peak RSS against clip length, and the real network's speed.
 
-Clips of 100, 1,000 and 3,000 frames are made by looping the shared in-the-wild clips (with a sound
+Clips of 100, 1,000 and 3,000 frames are made by looping the ``--clip`` face video (with a sound
 track); each length runs in a fresh process so its peak RSS is its own. On CPU the length sweep uses
 the tiny network (what grows with length is the pipeline, not the network); ``--real-frames N``
-also times the released architecture (weights filled by ../shared/conformance/fill.py) on a short
+also times the released architecture (random weights; ``--fill`` a conformance fill.py) on a short
 clip. Everything runs with the dlib detector, so no download is needed.
 
-    python scripts/benchmark_restore.py                      # sweep 100/1000/3000 + real net on 4 frames
-    python scripts/benchmark_restore.py --lengths 100 --real-frames 0 --device cuda --real-sweep
+    python scripts/benchmark_restore.py --clip face.mp4      # sweep 100/1000/3000 + real net on 4 frames
+    python scripts/benchmark_restore.py --clip face.mp4 --lengths 100 --real-frames 0 --device cuda --real-sweep
 """
 from __future__ import annotations
 
@@ -27,32 +27,35 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SOURCE_CLIP: Path   # --clip: the face video every benchmark clip loops
 
 
-def make_weights(kind: str, path: Path) -> Path:
-    """Self-describing checkpoint of ``kind`` ("tiny" at 128 px, or "real" keep-v1) with filled weights."""
+def make_weights(kind: str, path: Path, fill_script: Path = None) -> Path:
+    """Self-describing checkpoint of ``kind`` ("tiny" at 128 px, or "real" keep-v1) with random weights:
+    seeded initialisation, or a conformance ``fill.py`` (``--fill``) for the figures in the docs."""
     from keep.api import CONFIGS, create_model
     from keep.checkpoint import save_inference_checkpoint
-    spec = importlib.util.spec_from_file_location("fill", SHARED / "conformance" / "fill.py")
-    fill = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fill)
+    torch.manual_seed(0)
     if kind == "tiny":
         net, arch = create_model("keep-tiny", img_size=128), {"type": "KEEP", **CONFIGS["keep-tiny"], "img_size": 128}
     else:
         net, arch = create_model("keep-v1"), {"type": "KEEP", **CONFIGS["keep-v1"]}
-    net.load_state_dict(fill.fill_state_dict(net.state_dict(), seed=0))
+    if fill_script is not None:
+        spec = importlib.util.spec_from_file_location("fill", fill_script)
+        fill = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(fill)
+        net.load_state_dict(fill.fill_state_dict(net.state_dict(), seed=0))
     return save_inference_checkpoint(net, path, arch)
 
 
 def make_clip(frames: int, path: Path) -> Path:
-    """Loop real_1.mp4 (388x512, 20 fps) to ``frames`` frames, streamed, with a sine sound track."""
+    """Loop the --clip video to ``frames`` frames, streamed, with a sine sound track."""
     from fractions import Fraction
 
     from keep.io import VideoWriter, open_source
     from keep.io.samples import write_sample_clip
     tone = path.with_name("tone.mp4")
-    with open_source(SHARED / "videos" / "real_1.mp4") as source:
+    with open_source(SOURCE_CLIP) as source:
         info = source.info
     # A sound track as long as the clip: a tiny 2x2 video carrying the tone, copied by the writer.
     import numpy as np
@@ -61,7 +64,7 @@ def make_clip(frames: int, path: Path) -> Path:
     step = round(1 / (info.fps * Fraction(1, 10240)))
     written = 0
     while written < frames:
-        with open_source(SHARED / "videos" / "real_1.mp4") as source:
+        with open_source(SOURCE_CLIP) as source:
             for frame in itertools.islice(source, frames - written):
                 writer.write(frame.image, written * step)
                 written += 1
@@ -86,7 +89,7 @@ def run_one(clip: Path, weights: Path, device: str, precision: str, window: int)
 
 
 def spawn(clip: Path, weights: Path, args) -> dict:
-    cmd = [sys.executable, __file__, "--one", str(clip), "--weights", str(weights), "--device", args.device,
+    cmd = [sys.executable, __file__, "--clip", str(args.clip), "--one", str(clip), "--weights", str(weights), "--device", args.device,
            "--precision", args.precision, "--window", str(args.window)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -94,6 +97,10 @@ def spawn(clip: Path, weights: Path, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clip", type=Path, required=True,
+                        help="in-the-wild face video to loop (the docs' figures: real_1.mp4, 388x512, 20 fps)")
+    parser.add_argument("--fill", type=Path, default=None,
+                        help="a conformance fill.py for the weights (default: seeded random initialisation)")
     parser.add_argument("--lengths", type=int, nargs="*", default=[100, 1000, 3000])
     parser.add_argument("--real-frames", type=int, default=4, help="frames for the real network's speed (0: skip)")
     parser.add_argument("--real-sweep", action="store_true", help="use the real network for the length sweep (GPU)")
@@ -104,6 +111,8 @@ def main() -> None:
     parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global SOURCE_CLIP
+    SOURCE_CLIP = args.clip
     if args.one:
         print(json.dumps(run_one(args.one, args.weights, args.device, args.precision, args.window)))
         return
@@ -111,8 +120,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch threads "
           f"{torch.get_num_threads()}, CUDA: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}")
-    sweep_weights = make_weights("real" if args.real_sweep else "tiny", work / "sweep.pth")
-    label = "real keep-v1 (filled)" if args.real_sweep else "tiny network at 128 px (filled)"
+    sweep_weights = make_weights("real" if args.real_sweep else "tiny", work / "sweep.pth", args.fill)
+    label = ("real keep-v1" if args.real_sweep else "tiny network at 128 px") + (" (filled)" if args.fill else " (random)")
     print(f"length sweep, {label}, dlib detector, window {args.window}, {args.precision}:")
     for length in args.lengths:
         clip = make_clip(length, work / f"loop_{length}.mp4")
@@ -120,7 +129,7 @@ def main() -> None:
         print(f"  {length:5d} frames: {result['fps']:7.2f} frames/s, peak RSS {result['peak_rss_mib']:8.1f} MiB "
               f"({result['seconds']} s, {result['tracks']} track(s), {result['device']})", flush=True)
     if args.real_frames:
-        weights = sweep_weights if args.real_sweep else make_weights("real", work / "real.pth")
+        weights = sweep_weights if args.real_sweep else make_weights("real", work / "real.pth", args.fill)
         clip = make_clip(args.real_frames, work / f"real_{args.real_frames}.mp4")
         result = spawn(clip, weights, args)
         print(f"real keep-v1 network, {args.real_frames} frames: {result['fps']:.3f} frames/s "

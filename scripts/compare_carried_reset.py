@@ -3,7 +3,7 @@ window-boundary report for both modes, plus how far the two outputs drift apart.
 
     python scripts/compare_carried_reset.py -o runs/carried_vs_reset [--weights keep-v0.1] [--frames 300]
 
-Input: the shared aligned clips (../shared/videos/synthetic_*.mp4, 128x128) looped forth and back to
+Input: aligned clips given with --clip (e.g. 128x128 degraded face crops) looped forth and back to
 ``--frames`` frames (or ``--clip`` files). Without ``--weights`` it runs the tiny network at 128 px with
 seeded random weights: that checks the harness, not the question; only real weights can show whether
 carrying the state (our `keep restore` default) is at least as good as the release's reset.
@@ -47,16 +47,14 @@ def restore(net, clip: np.ndarray, window: int, reset: bool) -> np.ndarray:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-o", "--output", type=Path, required=True)
-    parser.add_argument("--clip", type=Path, nargs="*", default=None)
+    parser.add_argument("--clip", type=Path, nargs="+", required=True,
+                        help="aligned face clips, e.g. 128x128 degraded crops (the tests use the shared synthetic_*.mp4)")
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--window", type=int, default=20)
     parser.add_argument("--weights", default=None, help="registry name or file (default: tiny network, random)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    clips = args.clip or sorted((ROOT.parent / "shared" / "videos").glob("synthetic_*.mp4"))
-    if not clips:
-        print("no clips: give --clip", file=sys.stderr)
-        return 2
+    clips = args.clip
     if args.weights:
         from keep.api import load_model
         net = load_model(args.weights)

@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from keep.data.prepare import PrepareSettings, Preparer
 from keep.io import InputError
+from keep.io.errors import write_error_message
 
 _DEFAULTS = PrepareSettings()
 
@@ -79,8 +80,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"keep prepare: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        where = f" {err.filename}" if getattr(err, "filename", None) else ""
-        print(f"keep prepare: error: cannot write the output{where}: {err.strerror or err}", file=sys.stderr)
+        print(f"keep prepare: error: {write_error_message(err)}", file=sys.stderr)
         return 1
     kept = sum(len(r["kept"]) for r in records)
     rejected = sum(len(r["rejected"]) for r in records)

@@ -38,6 +38,7 @@ from keep.data.degradation import (DEFAULT_PROTOCOL, PAPER_ORDER, PROTOCOLS, REL
 from keep.evaluation.clips import list_clips, write_frames
 from keep.evaluation.levels import TABLE_A1, clip_seed, level_config
 from keep.io import InputError, open_source
+from keep.io.errors import write_error_message
 
 ORDERS = {"paper": PAPER_ORDER, "release": RELEASE_ORDER}
 
@@ -179,8 +180,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"keep degrade: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        where = f" {err.filename}" if getattr(err, "filename", None) else ""
-        print(f"keep degrade: error: cannot write the output{where}: {err.strerror or err}", file=sys.stderr)
+        print(f"keep degrade: error: {write_error_message(err)}", file=sys.stderr)
         return 1
     print(f"{len(records)} {args.level} clips ({args.protocol} protocol) in {args.output}")
     return 0

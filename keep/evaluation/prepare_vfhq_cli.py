@@ -37,6 +37,7 @@ from keep.data.vfhq import align_pair, check_inside, list_dicface_clips, list_vf
 from keep.evaluation.degrade_cli import ORDERS, check_existing, check_writable, split_config
 from keep.evaluation.levels import TABLE_A1, clip_seed
 from keep.io import InputError, open_source, read_image
+from keep.io.errors import write_error_message
 
 ALIGNMENT = ("release pair alignment: GT warped with estimateAffinePartial2D(landmarks, FFHQ 512 template, LMEDS), "
              "LQ with landmarks / s onto template / s; bilinear, border (132, 133, 135) RGB; per-frame landmarks, "
@@ -190,8 +191,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"keep prepare-vfhq: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        where = f" {err.filename}" if getattr(err, "filename", None) else ""
-        print(f"keep prepare-vfhq: error: cannot write the output{where}: {err.strerror or err}", file=sys.stderr)
+        print(f"keep prepare-vfhq: error: {write_error_message(err)}", file=sys.stderr)
         return 1
     print(f"{len(records)} clips in {args.output} (GT/: aligned 512, LQ/: aligned inputs)")
     return 0
