@@ -4,9 +4,14 @@ Clips of 100, 1,000 and 3,000 frames are made by looping the ``--clip`` face vid
 track); each length runs in a fresh process so its peak RSS is its own. On CPU the length sweep uses
 the tiny network (what grows with length is the pipeline, not the network); ``--real-frames N``
 also times the released architecture (random weights; ``--fill`` a conformance fill.py) on a short
-clip. Everything runs with the dlib detector, so no download is needed.
+clip. ``--ratio-frames N`` measures, in one process and on the same N frames, the network alone (the
+aligned crops through ``restore_window``, state carried) against ``keep restore`` end to end on the
+same crops as a frame folder (``--aligned``) and on the in-the-wild clip (detection, alignment,
+paste-back, encoding), and prints the ratios (issue 13's targets: >= 0.9 on CPU, >= 0.8 on a GPU).
+Everything runs with the dlib detector, so no download is needed.
 
     python scripts/benchmark_restore.py --clip face.mp4      # sweep 100/1000/3000 + real net on 4 frames
+    python scripts/benchmark_restore.py --clip face.mp4 --lengths --real-frames 0 --ratio-frames 8
     python scripts/benchmark_restore.py --clip face.mp4 --lengths 100 --real-frames 0 --device cuda --real-sweep
 """
 from __future__ import annotations
@@ -88,6 +93,56 @@ def run_one(clip: Path, weights: Path, device: str, precision: str, window: int)
             "peak_rss_mib": round(peak, 1), "tracks": summary.tracks, "device": str(restorer.device)}
 
 
+def network_vs_end_to_end(args, work: Path) -> None:
+    """Network-only rate vs end-to-end rates on the same frames, the real network (``--ratio-net``)."""
+    import cv2
+
+    from keep.api import load_model
+    from keep.restore.options import RestoreOptions
+    from keep.restore.pipeline import VideoRestorer
+    from keep.restore.restorer import FaceRestorer, resolve_device
+
+    frames, window = args.ratio_frames, args.window
+    weights = make_weights(args.ratio_net, work / f"ratio_{args.ratio_net}.pth", args.fill)
+    device = resolve_device(args.device)
+    net = load_model(weights, device=device)
+    clip = make_clip(frames, work / f"ratio_{frames}.mp4")
+
+    def restore(source: Path, out: Path, **extra) -> float:
+        options = RestoreOptions(output_dir=out, weights=str(weights), detector="dlib", window=window,
+                                 device=args.device, precision=args.precision, overwrite=True, progress=False,
+                                 mask="square", **extra)
+        restorer = VideoRestorer(options, net=net)
+        start = time.perf_counter()
+        summary = restorer.run(source)
+        return summary.frames / (time.perf_counter() - start)
+
+    # Untimed first run: writes the aligned crops (the network-only input) and warms every code path.
+    restore(clip, work / "ratio_crops", save_cropped=True)
+    crop_dir = work / "ratio_crops" / clip.stem / "cropped_faces"
+    crops = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted(crop_dir.iterdir())]
+    if len(crops) != frames:
+        raise SystemExit(f"the detector found a face in {len(crops)} of {frames} frames; use a clip with one "
+                         f"face in every frame for the ratio")
+
+    faces = FaceRestorer(net, device, args.precision)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    for first in range(0, frames, window):
+        faces.restore(0, crops[first:first + window])
+    sync()
+    network = frames / (time.perf_counter() - start)
+    aligned = restore(crop_dir, work / "ratio_aligned", aligned=True)
+    wild = restore(clip, work / "ratio_wild")
+    name = "keep-v1" if args.ratio_net == "real" else "keep-tiny at 128 px"
+    print(f"network only vs end to end, {name}{' (filled)' if args.fill else ' (random)'}, {frames} frames, "
+          f"window {window}, {args.precision}, {device}:")
+    print(f"  network only (restore_window, state carried): {network:8.3f} faces/s")
+    print(f"  keep restore --aligned (frame folder of the crops): {aligned:8.3f} frames/s  ratio {aligned / network:.3f}")
+    print(f"  keep restore in the wild (dlib, paste, encode):     {wild:8.3f} frames/s  ratio {wild / network:.3f}")
+
+
 def spawn(clip: Path, weights: Path, args) -> dict:
     cmd = [sys.executable, __file__, "--clip", str(args.clip), "--one", str(clip), "--weights", str(weights), "--device", args.device,
            "--precision", args.precision, "--window", str(args.window)]
@@ -104,6 +159,10 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="*", default=[100, 1000, 3000])
     parser.add_argument("--real-frames", type=int, default=4, help="frames for the real network's speed (0: skip)")
     parser.add_argument("--real-sweep", action="store_true", help="use the real network for the length sweep (GPU)")
+    parser.add_argument("--ratio-frames", type=int, default=0,
+                        help="frames for the network-only vs end-to-end comparison (0: skip)")
+    parser.add_argument("--ratio-net", choices=["real", "tiny"], default="real",
+                        help="network of that comparison (default: the released architecture)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--window", type=int, default=20)
@@ -122,7 +181,8 @@ def main() -> None:
           f"{torch.get_num_threads()}, CUDA: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}")
     sweep_weights = make_weights("real" if args.real_sweep else "tiny", work / "sweep.pth", args.fill)
     label = ("real keep-v1" if args.real_sweep else "tiny network at 128 px") + (" (filled)" if args.fill else " (random)")
-    print(f"length sweep, {label}, dlib detector, window {args.window}, {args.precision}:")
+    if args.lengths:
+        print(f"length sweep, {label}, dlib detector, window {args.window}, {args.precision}:")
     for length in args.lengths:
         clip = make_clip(length, work / f"loop_{length}.mp4")
         result = spawn(clip, sweep_weights, args)
@@ -135,6 +195,8 @@ def main() -> None:
         print(f"real keep-v1 network, {args.real_frames} frames: {result['fps']:.3f} frames/s "
               f"({result['seconds'] / args.real_frames:.2f} s/frame, peak RSS {result['peak_rss_mib']:.0f} MiB, "
               f"{result['device']})")
+    if args.ratio_frames:
+        network_vs_end_to_end(args, work)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Tuple
 
 from keep.io.errors import InputError
 
@@ -33,6 +34,8 @@ EPILOG = """examples:
   keep restore clips/ -o results --detector dlib       # every video of a folder, offline face detector
   keep restore crops/ -o results --aligned             # frames that are already aligned face crops
   keep restore clip.mp4 -o results --all-faces --upscale 2 --compare
+  torchrun --standalone --nproc_per_node 4 -m keep.cli restore archive/ -o results --skip-existing
+                                                       # a folder shared over 4 GPUs, resumable
 """
 
 MAX_FPS = 1000                 # beyond this the MP4 time base cannot hold the frame times
@@ -117,7 +120,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-cropped", action="store_true", help="also write the aligned input crops as PNG")
     parser.add_argument("--save-frames", action="store_true", help="also write the final frames as PNG")
     parser.add_argument("--compare", action="store_true", help="also write <name>_compare.mp4 (input | output)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="keep finished outputs and restore only the inputs without one (resume a batch)")
     parser.add_argument("--crf", type=_number(int, "a whole number", low=0, high=MAX_CRF), default=18,
                         help=f"x264 quality of the written video, 0 (lossless) to {MAX_CRF} (default 18)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
@@ -167,82 +173,194 @@ def main(args: argparse.Namespace) -> int:
         return code
 
 
-def _restore(args: argparse.Namespace, progress: dict) -> int:
+def _expected_errors() -> tuple:
+    """Errors that end one input (or the run) with a one-line message instead of a traceback."""
     import av
 
     from keep.checkpoint import CheckpointError
-    from keep.io.source import find_inputs
-    from keep.restore import preflight
-    from keep.restore.options import RestoreOptions
     from keep.weights import WeightsNotFoundError
+    return InputError, WeightsNotFoundError, CheckpointError, ValueError, OSError, av.error.FFmpegError
 
-    expected = (InputError, WeightsNotFoundError, CheckpointError, ValueError)
+
+def _reporter(tag: str = "") -> Callable[[BaseException], None]:
+    from keep.restore import preflight
 
     def report(err: BaseException) -> None:
-        if isinstance(err, OSError):
-            message = preflight.describe_os_error(err)
-        else:
-            message = str(err)
-        print(f"keep restore: error: {message}", file=sys.stderr)
+        message = preflight.describe_os_error(err) if isinstance(err, OSError) else str(err)
+        print(f"keep restore{' ' + tag if tag else ''}: error: {message}", file=sys.stderr)
+    return report
 
+
+@dataclass
+class _Plan:
+    """What a run will do, decided before any model is loaded."""
+    items: list        # PlannedInput to restore
+    total: int         # inputs the user named
+    failures: int      # refused before the work: unreadable, or an output in the way
+    skipped: int       # finished outputs kept (--skip-existing)
+
+
+def _plan(args: argparse.Namespace) -> _Plan:
+    """Inputs, output names and every check that needs no model (raises the expected errors)."""
+    from keep.io.source import find_inputs
+    from keep.restore import preflight
+
+    planned = preflight.plan_names(find_inputs(args.input))
+    preflight.check_outputs(planned, args.output, args.compare)
+    good, bad = preflight.split_checked(planned, args.fps)
+    for _, reason in bad:
+        print(f"keep restore: error: {reason}", file=sys.stderr)
+    failures, skipped = len(bad), 0
+    if not args.overwrite:
+        for item in list(good):
+            present = preflight.existing_outputs(item, args.output, args.compare)
+            if not present:
+                continue
+            good.remove(item)
+            # Outputs are written atomically, so an existing one is a finished one.
+            if args.skip_existing and len(present) == len(item.outputs(args.output, args.compare)):
+                skipped += 1
+                continue
+            print(f"keep restore: error: {present[0]} already exists; pass --overwrite to replace it or "
+                  f"--skip-existing to keep it", file=sys.stderr)
+            failures += 1
+    for item in good:
+        for note in item.notes:
+            print(f"note: {item.path}: {note}", file=sys.stderr)
+    return _Plan(good, len(planned), failures, skipped)
+
+
+def _make_restorer(args: argparse.Namespace, progress_bars: bool):
+    from keep.restore.options import RestoreOptions
+    from keep.restore.pipeline import VideoRestorer
+
+    options = RestoreOptions(
+        output_dir=args.output, weights=args.weights, detector=args.detector, aligned=args.aligned,
+        all_faces=args.all_faces, window=args.window, reset_state_per_window=args.reset_state_per_window,
+        image_baseline=args.image_baseline, upscale=args.upscale, bg_upsampler=args.bg_upsampler,
+        bg_tile=args.bg_tile, face_upsample=args.face_upsample, mask=args.mask, draw_box=args.draw_box,
+        fps=args.fps, device=args.device, precision=args.precision, sigma=args.smooth_sigma,
+        max_gap=args.max_gap, save_faces=args.save_faces, save_cropped=args.save_cropped,
+        save_frames=args.save_frames, compare=args.compare, overwrite=args.overwrite, crf=args.crf,
+        progress=progress_bars, overlap=args.overlap)
+    return VideoRestorer(options)
+
+
+def _run_items(restorer, items: list, args: argparse.Namespace, progress: dict,
+               report: Callable[[BaseException], None], tag: str = "") -> Tuple[int, int]:
+    """Restore ``items`` one after another: (restored, failed). A failed input leaves no output."""
+    from keep.restore import preflight
+
+    expected = _expected_errors()
+    restored = failed = 0
+    for item in items:
+        extras = preflight.ExtrasGuard(item.extras_dir(args.output))
+        try:
+            summary = restorer.run(item.path, item.name)
+        except expected as err:
+            extras.discard()
+            report(err)
+            failed += 1
+            continue
+        except BaseException:
+            extras.discard()
+            raise
+        summary.notes += item.notes
+        progress["done"] += 1
+        restored += 1
+        text = summary.describe(args.aligned)
+        print(f"{tag} {text}" if tag else text)
+    return restored, failed
+
+
+def _totals(plan: _Plan, restored: int, processes: int = 1) -> Optional[str]:
+    if plan.total <= 1 and not plan.skipped:
+        return None
+    line = f"{restored} of {plan.total} inputs restored"
+    if plan.skipped:
+        line += f", {plan.skipped} already done and kept"
+    if processes > 1:
+        line += f" ({processes} processes)"
+    return line
+
+
+def _restore(args: argparse.Namespace, progress: dict) -> int:
+    from keep.restore import preflight
+    from keep.restore.shard import ShardGroup, shard_from_environment
+
+    shard = shard_from_environment()
+    if shard is not None:
+        with ShardGroup(shard) as group:
+            return _restore_sharded(args, progress, shard, group)
+    report = _reporter()
     output = preflight.OutputFolder(args.output)
     try:
-        # Everything that can be checked without the model, before loading it: inputs, names, outputs.
-        inputs = find_inputs(args.input)
-        planned = preflight.plan_names(inputs)
-        preflight.check_outputs(planned, args.output, args.compare)
-        good, bad = preflight.split_checked(planned, args.fps)
-        for _, reason in bad:
-            print(f"keep restore: error: {reason}", file=sys.stderr)
-        failures = len(bad)
-        if not args.overwrite:
-            for item in list(good):
-                present = preflight.existing_outputs(item, args.output, args.compare)
-                if present:
-                    print(f"keep restore: error: {present[0]} already exists; pass --overwrite to replace it",
-                          file=sys.stderr)
-                    good.remove(item)
-                    failures += 1
-        progress["total"] = len(planned)
-        if not good:
+        plan = _plan(args)
+        progress["total"] = plan.total
+        if not plan.items:
+            if plan.skipped and not plan.failures:
+                print(_totals(plan, 0))
+                return 0
             return 1
-        for item in good:
-            for note in item.notes:
-                print(f"note: {item.path}: {note}", file=sys.stderr)
         output.prepare()
-        options = RestoreOptions(
-            output_dir=args.output, weights=args.weights, detector=args.detector, aligned=args.aligned,
-            all_faces=args.all_faces, window=args.window, reset_state_per_window=args.reset_state_per_window,
-            image_baseline=args.image_baseline, upscale=args.upscale, bg_upsampler=args.bg_upsampler,
-            bg_tile=args.bg_tile, face_upsample=args.face_upsample, mask=args.mask, draw_box=args.draw_box,
-            fps=args.fps, device=args.device, precision=args.precision, sigma=args.smooth_sigma,
-            max_gap=args.max_gap, save_faces=args.save_faces, save_cropped=args.save_cropped,
-            save_frames=args.save_frames, compare=args.compare, overwrite=args.overwrite, crf=args.crf,
-            progress=args.progress, overlap=args.overlap)
-        from keep.restore.pipeline import VideoRestorer
-        restorer = VideoRestorer(options)
-    except expected + (OSError,) as err:
+        restorer = _make_restorer(args, args.progress)
+    except _expected_errors() as err:
         output.remove_if_empty()
         report(err)
         return 1
     try:
-        for item in good:
-            extras = preflight.ExtrasGuard(item.extras_dir(args.output))
-            try:
-                summary = restorer.run(item.path, item.name)
-            except expected + (OSError, av.error.FFmpegError) as err:
-                extras.discard()
-                report(err)
-                failures += 1
-                continue
-            except BaseException:
-                extras.discard()
-                raise
-            summary.notes += item.notes
-            progress["done"] += 1
-            print(summary.describe(options.aligned))
+        restored, failed = _run_items(restorer, plan.items, args, progress, report)
     finally:
         output.remove_if_empty()
-    if len(planned) > 1:
-        print(f"{len(planned) - failures} of {len(planned)} inputs restored")
-    return 1 if failures else 0
+    totals = _totals(plan, restored)
+    if totals:
+        print(totals)
+    return 1 if plan.failures or failed else 0
+
+
+def _restore_sharded(args: argparse.Namespace, progress: dict, shard, group) -> int:
+    """One rank of a torchrun job (keep/restore/shard.py): rank 0 plans and splits, every rank
+    restores its share, rank 0 prints the totals; every rank exits with the job's status."""
+    from keep.restore import preflight
+    from keep.restore.shard import input_size, select_gpu, split_by_size
+
+    report = _reporter(shard.tag())
+    output = preflight.OutputFolder(args.output)
+    message = None
+    if shard.is_leader:
+        try:
+            plan = _plan(args)
+            if plan.items:
+                output.prepare()
+            shares = split_by_size([input_size(item.path) for item in plan.items], shard.world_size)
+            message = (plan, shares)
+        except _expected_errors() as err:
+            output.remove_if_empty()
+            report(err)
+    message = group.broadcast(message)
+    if message is None:
+        return 1
+    plan, shares = message
+    mine = [plan.items[i] for i in shares[shard.rank]]
+    progress["total"] = len(mine)
+    restored = failed = 0
+    if mine:
+        try:
+            select_gpu(shard, args.device)
+            # One progress bar per node: the bars of several processes would overwrite each other.
+            restorer = _make_restorer(args, args.progress and shard.local_rank == 0)
+        except _expected_errors() as err:
+            report(err)
+            failed = len(mine)
+        else:
+            restored, failed = _run_items(restorer, mine, args, progress, report, shard.tag())
+    results = group.gather((restored, failed))
+    status = None
+    if shard.is_leader:
+        # Every rank sends its result after its last write, so nothing is being written any more.
+        output.remove_if_empty()
+        restored = sum(r for r, _ in results)
+        failed = sum(f for _, f in results)
+        print(_totals(plan, restored, shard.world_size) or f"{restored} of {plan.total} inputs restored")
+        status = 1 if plan.failures or failed or not (plan.items or plan.skipped) else 0
+    return group.broadcast(status)
