@@ -1,0 +1,285 @@
+"""What ``keep doctor`` checks: for each file of the :mod:`keep.weights` registry, what uses it, and
+whether the copy on disk is there, has the registered sha256 and loads strictly into that network.
+
+Loading goes through the very loaders the commands use (``keep.api.load_model`` for KEEP,
+``keep.face.detect.load_retinaface``, ``keep.face.parsing.load_parsenet``, ...), so "loads" means what
+``keep restore`` / ``keep eval`` / ``keep train`` will do with the file: ``torch.load(weights_only=True)``,
+the same unwrap of ``params_ema`` / ``params`` / ``module.``, the network built by the project's own
+builder, ``strict=True``. A loaded network's values are also checked for NaN / inf, which no digest-less
+file is otherwise checked for. Nothing here downloads.
+"""
+from __future__ import annotations
+
+import gc
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from keep.weights import WEIGHTS, WeightsNotFoundError, check_file, corrupt_hint, get_weight, sha256_of
+
+Loader = Callable[[Path], "object"]   # path -> the network with the file loaded
+
+
+def _keep_loader(config: Optional[str]) -> Loader:
+    """``keep restore --weights NAME`` (config = the registry name's configuration) or ``--weights PATH``
+    (config None: inferred from the file's keys, e.g. the Asian CFT scales)."""
+    def load(path: Path):
+        from keep.api import load_model
+        return load_model(path, name=config, channels_last=False)
+    return load
+
+
+def _retinaface(path: Path):
+    from keep.face.detect import load_retinaface
+    return load_retinaface(path)
+
+
+def _parsenet(path: Path):
+    from keep.face.parsing import load_parsenet
+    return load_parsenet(path)
+
+
+def _rrdbnet(path: Path):
+    from keep.restore.upsampler import load_rrdbnet
+    return load_rrdbnet(path)
+
+
+def _arcface(path: Path):
+    from keep.metrics.identity import load_arcface
+    return load_arcface(path)
+
+
+def _i3d(path: Path):
+    from keep.metrics.fvd import load_i3d
+    return load_i3d(path)
+
+
+def _gmflow(path: Path):
+    from keep.metrics.flicker import load_gmflow
+    return load_gmflow(path)
+
+
+def _vgg19(path: Path):
+    # as keep.losses.perceptual.PerceptualLoss(pretrained=True) loads it: torchvision's VGG-19 layout
+    from torchvision.models.vgg import cfgs, make_layers
+    from keep.losses.perceptual import vgg19_features_state
+    features = make_layers(cfgs["E"])
+    features.load_state_dict(vgg19_features_state(path), strict=True)
+    return features
+
+
+def _vqgan(path: Path):
+    # the stage I network of configs/stage1.yaml (VQGAN's defaults are that config's sizes)
+    from keep.archs.vqgan import VQGAN
+    from keep.checkpoint import load_checkpoint, load_state_dict_into
+    state, _ = load_checkpoint(path)
+    net = VQGAN()
+    load_state_dict_into(net, state, source=str(path))
+    return net
+
+
+@dataclass(frozen=True)
+class Use:
+    needed_for: str      # which command (and option) reads the file
+    load: Loader
+
+
+#: Registry name -> what reads the file and how. ``tests/test_doctor.py`` checks every registered file
+#: has an entry, so a file added to the registry without one fails there.
+USES: Dict[str, Use] = {
+    "keep-v1": Use("keep restore (default --weights)", _keep_loader("keep-v1")),
+    "retinaface-resnet50": Use("keep restore (face detector)", _retinaface),
+    "parsenet": Use("keep restore (paste-back mask)", _parsenet),
+    "realesrgan-x2": Use("keep restore --bg-upsampler / --face-upsample", _rrdbnet),
+    "keep-v0.1": Use("keep restore --weights keep-v0.1", _keep_loader("keep-v0.1")),
+    "keep-v1-asian": Use("keep restore --weights keep-v1-asian (your own copy)", _keep_loader("keep-v1-asian")),
+    "arcface-resnet18": Use("keep eval (ids)", _arcface),
+    "i3d-kinetics400": Use("keep eval (fvd)", _i3d),
+    "gmflow-sintel": Use("keep eval (flicker) / keep train stage II", _gmflow),
+    "vgg19": Use("keep train (perceptual loss)", _vgg19),
+    "codeformer-vqgan": Use("keep train stage I (optional init)", _vqgan),
+}
+
+#: The files ``keep restore`` reads with its defaults besides the KEEP weights (``--detector retinaface``,
+#: ``--mask auto``: ParseNet when present; without it the run falls back to a square mask, which is not
+#: the release's paste-back, so the doctor counts it as needed).
+DEFAULT_RESTORE_FILES = ("retinaface-resnet50", "parsenet")
+
+
+@dataclass
+class FileReport:
+    """One row of the report. ``problem``/``fix`` are set when the file is not usable as it is."""
+    name: str                    # registry name, or "--weights" for a file given by path
+    needed_for: str
+    required: bool               # needed by the run being checked (exit status 1 when not usable)
+    path: str
+    present: bool
+    size_bytes: Optional[int] = None
+    sha256: Optional[str] = None           # full digest of the file on disk
+    expected_sha256: str = ""              # the registry's (a prefix for the release files); "" = none
+    digest_state: str = "-"                # ok | sha256 mismatch | incomplete | no digest recorded | -
+    load_state: str = "-"                  # ok | fails | unreadable | skipped | no loader | -
+    load_detail: str = ""
+    keys: Optional[int] = None             # state-dict entries of the loaded network
+    missing_keys: Optional[int] = None
+    unexpected_keys: Optional[int] = None
+    wrong_shape_keys: Optional[int] = None
+    problem: str = ""
+    fix: str = ""
+    notes: List[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# Both message formats a strict load failure comes in: keep.checkpoint.check_fits ("3 missing keys (a, b,
+# c); 1 unexpected keys (d)") and torch's load_state_dict ('Missing key(s) in state_dict: "a", "b".').
+_OURS = {kind: re.compile(rf"(\d+) {kind} keys") for kind in ("missing", "unexpected", "wrongly shaped")}
+_TORCH = {"missing": re.compile(r"Missing key\(s\) in state_dict: (.*)"),
+          "unexpected": re.compile(r"Unexpected key\(s\) in state_dict: (.*)")}
+
+
+def key_counts(message: str) -> Dict[str, int]:
+    """Counts of missing / unexpected / wrongly shaped keys in a strict-load error message ({} if none)."""
+    counts = {}
+    for kind, pattern in _OURS.items():
+        found = pattern.search(message)
+        if found:
+            counts[kind] = int(found.group(1))
+    if not counts:
+        for kind, pattern in _TORCH.items():
+            found = pattern.search(message)
+            if found:
+                counts[kind] = len(re.findall(r'"[^"]*"', found.group(1)))
+        shaped = len(re.findall(r"size mismatch for ", message))
+        if shaped:
+            counts["wrongly shaped"] = shaped
+    return counts
+
+
+def _count_text(counts: Dict[str, int]) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in counts.items()) + " keys"
+
+
+def _non_finite(net) -> List[str]:
+    """Names of floating tensors holding NaN or inf. A sum is finite only if every value is (a NaN or
+    inf propagates), and it is ~30x faster than ``isfinite`` here; a non-finite sum (which may also be an
+    overflow) is confirmed value by value."""
+    return [k for k, v in net.state_dict().items() if v.is_floating_point() and not bool(v.sum().isfinite())
+            and not bool(v.isfinite().all())]
+
+
+def try_load(report: FileReport, load: Loader) -> None:
+    """Load the file as its command does; record the outcome on ``report``."""
+    import torch
+    from keep.checkpoint import CheckpointError
+
+    try:
+        with torch.no_grad():
+            net = load(Path(report.path))
+    except (CheckpointError, RuntimeError, ValueError, KeyError, TypeError, OSError, EOFError) as err:
+        message = str(err).strip()
+        counts = key_counts(message)
+        if counts:
+            report.load_state, report.load_detail = "fails", f"strict load: {_count_text(counts)}"
+            report.missing_keys = counts.get("missing", 0)
+            report.unexpected_keys = counts.get("unexpected", 0)
+            report.wrong_shape_keys = counts.get("wrongly shaped", 0)
+        else:
+            report.load_state, report.load_detail = "unreadable", message.splitlines()[0][:300]
+        report.notes.append(message.splitlines()[0][:1000])
+        return
+    report.keys = len(net.state_dict())
+    bad = _non_finite(net)
+    if bad:
+        report.load_state = "fails"
+        report.load_detail = f"loads, but {len(bad)} tensors hold NaN or inf (e.g. {bad[0]})"
+    else:
+        report.load_state, report.load_detail = "ok", f"strict, {report.keys} keys"
+    del net
+    gc.collect()
+
+
+def _fill_digest(report: FileReport, name: Optional[str], root: Optional[Path]) -> None:
+    path = Path(report.path)
+    report.size_bytes = path.stat().st_size
+    report.sha256 = sha256_of(path)
+    if name is None:
+        report.digest_state = "no digest recorded"
+        return
+    status = check_file(name, root)
+    report.digest_state = "no digest recorded" if status.state == "unverified" else status.state
+    if status.state == "unverified":
+        report.notes.append(status.detail)
+
+
+def _decide(report: FileReport, name: Optional[str], root: Optional[Path]) -> None:
+    """Set ``problem`` and ``fix`` from the states (a digest-less file counts as verified once it loads)."""
+    if not report.present:
+        return
+    redo = corrupt_hint(name, root) if name else "replace it with a good copy"
+    if report.digest_state == "sha256 mismatch":
+        report.problem = (f"sha256 mismatch: {report.sha256[:16]}... is not the registered {report.expected_sha256} "
+                          f"(truncated, corrupt or another file)")
+        report.fix = redo
+    elif report.digest_state == "incomplete":
+        report.problem = f"incomplete: {report.size_bytes:,} bytes and no end of archive (truncated)"
+        report.fix = redo
+    elif report.load_state in ("fails", "unreadable"):
+        report.problem = f"does not load into the network that uses it ({report.load_detail})"
+        report.fix = ("it has the registered sha256, so this version of keep does not fit it: please report it "
+                      "with the output of `keep doctor --json`" if report.digest_state == "ok" else redo)
+
+
+def check_registered(name: str, root: Optional[Path], required: bool, load: bool) -> FileReport:
+    """Presence, sha256 and (``load``) strict load of registry file ``name`` under weights folder ``root``."""
+    item = WEIGHTS[name]
+    use = USES.get(name)
+    path = item.path(root)
+    report = FileReport(name=name, needed_for=use.needed_for if use else "?", required=required, path=str(path),
+                        present=path.is_file(), expected_sha256=item.sha256)
+    part = path.with_name(path.name + ".part")
+    if part.is_file():
+        report.notes.append(f"an interrupted download {part.name} is there; `keep download {name}` starts again")
+    if not report.present:
+        report.digest_state = "-"
+        report.problem = "missing"
+        try:
+            get_weight(name, download=False, root=root)
+        except WeightsNotFoundError as err:
+            report.fix = (f"run `keep download {name}` (offline: {err})" if item.published else str(err))
+        return report
+    _fill_digest(report, name, root)
+    if use is None:
+        report.load_state, report.load_detail = "no loader", "keep doctor does not know the network that uses it"
+    elif load:
+        try_load(report, use.load)
+    else:
+        report.load_state = "skipped"
+    _decide(report, name, root)
+    return report
+
+
+def check_path(path: Path, load: bool) -> FileReport:
+    """A KEEP checkpoint given by path (``keep restore --weights PATH``): its configuration is inferred
+    from its keys as restore does; its sha256 is compared with a registered file of the same name."""
+    same_name = [n for n, item in WEIGHTS.items() if item.filename == path.name]
+    expected = WEIGHTS[same_name[0]].sha256 if same_name else ""
+    report = FileReport(name="--weights", needed_for="keep restore --weights PATH", required=True,
+                        path=str(path), present=path.is_file(), expected_sha256=expected)
+    if not report.present:
+        report.problem = "missing"
+        report.fix = f"{path} is not a file: give the path of your KEEP checkpoint"
+        return report
+    report.size_bytes, report.sha256 = path.stat().st_size, sha256_of(path)
+    if expected:
+        report.digest_state = "ok" if report.sha256.startswith(expected) else "sha256 mismatch"
+    else:
+        report.digest_state = "no digest recorded"
+    if load:
+        try_load(report, _keep_loader(None))
+    else:
+        report.load_state = "skipped"
+    _decide(report, None, None)
+    return report
