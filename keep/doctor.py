@@ -173,12 +173,11 @@ def _non_finite(net) -> List[str]:
 def try_load(report: FileReport, load: Loader) -> None:
     """Load the file as its command does; record the outcome on ``report``."""
     import torch
-    from keep.checkpoint import CheckpointError
 
     try:
         with torch.no_grad():
             net = load(Path(report.path))
-    except (CheckpointError, RuntimeError, ValueError, KeyError, TypeError, OSError, EOFError) as err:
+    except Exception as err:  # whatever the loader raises is a finding about the file (pickle, zip, keys...)
         message = str(err).strip()
         counts = key_counts(message)
         if counts:
@@ -201,16 +200,27 @@ def try_load(report: FileReport, load: Loader) -> None:
     gc.collect()
 
 
-def _fill_digest(report: FileReport, name: Optional[str], root: Optional[Path]) -> None:
+def _hashed(report: FileReport) -> bool:
+    """Size and full sha256 of the file on ``report``; False (and the problem recorded) if it cannot be read."""
     path = Path(report.path)
-    report.size_bytes = path.stat().st_size
-    report.sha256 = sha256_of(path)
-    if name is None:
-        report.digest_state = "no digest recorded"
+    try:
+        report.size_bytes, report.sha256 = path.stat().st_size, sha256_of(path)
+    except OSError as err:
+        report.digest_state, report.problem = "unreadable", f"cannot be read ({err.strerror or err})"
+        report.fix = f"check the permissions of {path} (or replace it with a good copy)"
+        return False
+    return True
+
+
+def _digest_state(report: FileReport, name: Optional[str] = None, root: Optional[Path] = None) -> None:
+    """``ok`` / ``sha256 mismatch`` against the expected digest (a prefix for the release files); without
+    one, a registry file gets :func:`keep.weights.check_file`'s completeness check (``incomplete``)."""
+    if report.expected_sha256:
+        report.digest_state = "ok" if report.sha256.startswith(report.expected_sha256) else "sha256 mismatch"
         return
-    status = check_file(name, root)
-    report.digest_state = "no digest recorded" if status.state == "unverified" else status.state
-    if status.state == "unverified":
+    status = check_file(name, root) if name else None
+    report.digest_state = "incomplete" if status and status.state == "incomplete" else "no digest recorded"
+    if status:
         report.notes.append(status.detail)
 
 
@@ -250,7 +260,9 @@ def check_registered(name: str, root: Optional[Path], required: bool, load: bool
         except WeightsNotFoundError as err:
             report.fix = (f"run `keep download {name}` (offline: {err})" if item.published else str(err))
         return report
-    _fill_digest(report, name, root)
+    if not _hashed(report):
+        return report
+    _digest_state(report, name, root)
     if use is None:
         report.load_state, report.load_detail = "no loader", "keep doctor does not know the network that uses it"
     elif load:
@@ -272,11 +284,9 @@ def check_path(path: Path, load: bool) -> FileReport:
         report.problem = "missing"
         report.fix = f"{path} is not a file: give the path of your KEEP checkpoint"
         return report
-    report.size_bytes, report.sha256 = path.stat().st_size, sha256_of(path)
-    if expected:
-        report.digest_state = "ok" if report.sha256.startswith(expected) else "sha256 mismatch"
-    else:
-        report.digest_state = "no digest recorded"
+    if not _hashed(report):
+        return report
+    _digest_state(report)
     if load:
         try_load(report, _keep_loader(None))
     else:

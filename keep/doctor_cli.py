@@ -104,7 +104,7 @@ def print_report(reports: List[FileReport], root, load: bool) -> None:
         for r in needed:
             print(f"  - {r.name}: {r.problem}; {r.fix}")
     if optional:
-        print(f"\noptional files with problems (exit status unaffected; fix them before you use them):")
+        print("\noptional files with problems (exit status unaffected; fix them before you use them):")
         for r in optional:
             print(f"  - {r.name}: {r.problem}; {r.fix}")
     unchecked = [r.name for r in reports if r.required and r.present and r.digest_state == "no digest recorded"

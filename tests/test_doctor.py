@@ -209,6 +209,24 @@ def test_nan_weights_and_unreadable_files_are_problems(layouts, tmp_path, capsys
     assert f"1 tensors hold NaN or inf (e.g. {key})" in found["parsenet"]
     assert found["retinaface-resnet50"].startswith("does not load into the network that uses it (")
     assert "keep download retinaface-resnet50 --force" in found["retinaface-resnet50"]
+    # a zip-format file cut short (no digest to compare): incomplete, whatever loading would say
+    path = WEIGHTS["parsenet"].path(root)
+    path.write_bytes(path.read_bytes()[:5000])
+    status, out = doctor(capsys, "--dir", root, "--no-load")
+    assert status == 1 and problems(out)["parsenet"].startswith("incomplete: 5,000 bytes and no end of archive")
+
+
+def test_a_file_that_cannot_be_read_is_a_problem_not_a_traceback(layouts, tmp_path, monkeypatch, capsys):
+    import keep.doctor
+    root = tmp_path / "w"
+    put(root, "parsenet", layouts["parsenet"])
+
+    def denied(path, *args):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(keep.doctor, "sha256_of", denied)
+    status, out = doctor(capsys, "--dir", root)
+    assert status == 1
+    assert problems(out)["parsenet"].startswith("cannot be read (Permission denied); check the permissions of")
 
 
 def test_asian_file_given_by_path_loads_with_its_own_configuration(layouts, tmp_path, monkeypatch, capsys):
