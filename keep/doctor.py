@@ -93,7 +93,7 @@ USES: Dict[str, Use] = {
     "parsenet": Use("keep restore (paste-back mask)", _parsenet),
     "realesrgan-x2": Use("keep restore --bg-upsampler / --face-upsample", _rrdbnet),
     "keep-v0.1": Use("keep restore --weights keep-v0.1", _keep_loader("keep-v0.1")),
-    "keep-v1-asian": Use("keep restore --weights keep-v1-asian (your own copy)", _keep_loader("keep-v1-asian")),
+    "keep-v1-asian": Use("keep restore --weights keep-v1-asian (unpublished)", _keep_loader("keep-v1-asian")),
     "arcface-resnet18": Use("keep eval (ids)", _arcface),
     "i3d-kinetics400": Use("keep eval (fvd)", _i3d),
     "gmflow-sintel": Use("keep eval (flicker) / keep train stage II", _gmflow),
@@ -282,7 +282,8 @@ def check_path(path: Path, load: bool) -> FileReport:
                         path=str(path), present=path.is_file(), expected_sha256=expected)
     if not report.present:
         report.problem = "missing"
-        report.fix = f"{path} is not a file: give the path of your KEEP checkpoint"
+        from keep.api import RELEASE_CONFIGS
+        report.fix = f"{path} is not a file: give the path of your KEEP checkpoint or one of {', '.join(RELEASE_CONFIGS)}"
         return report
     if not _hashed(report):
         return report
