@@ -11,6 +11,7 @@ file is otherwise checked for. Nothing here downloads.
 from __future__ import annotations
 
 import gc
+import importlib
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,34 +31,11 @@ def _keep_loader(config: Optional[str]) -> Loader:
     return load
 
 
-def _retinaface(path: Path):
-    from keep.face.detect import load_retinaface
-    return load_retinaface(path)
-
-
-def _parsenet(path: Path):
-    from keep.face.parsing import load_parsenet
-    return load_parsenet(path)
-
-
-def _rrdbnet(path: Path):
-    from keep.restore.upsampler import load_rrdbnet
-    return load_rrdbnet(path)
-
-
-def _arcface(path: Path):
-    from keep.metrics.identity import load_arcface
-    return load_arcface(path)
-
-
-def _i3d(path: Path):
-    from keep.metrics.fvd import load_i3d
-    return load_i3d(path)
-
-
-def _gmflow(path: Path):
-    from keep.metrics.flicker import load_gmflow
-    return load_gmflow(path)
+def _loader(module: str, function: str) -> Loader:
+    """``module.function(path)``, imported when first used (``keep doctor --no-load`` imports no network)."""
+    def load(path: Path):
+        return getattr(importlib.import_module(module), function)(path)
+    return load
 
 
 def _vgg19(path: Path):
@@ -89,14 +67,14 @@ class Use:
 #: has an entry, so a file added to the registry without one fails there.
 USES: Dict[str, Use] = {
     "keep-v1": Use("keep restore (default --weights)", _keep_loader("keep-v1")),
-    "retinaface-resnet50": Use("keep restore (face detector)", _retinaface),
-    "parsenet": Use("keep restore (paste-back mask)", _parsenet),
-    "realesrgan-x2": Use("keep restore --bg-upsampler / --face-upsample", _rrdbnet),
+    "retinaface-resnet50": Use("keep restore (face detector)", _loader("keep.face.detect", "load_retinaface")),
+    "parsenet": Use("keep restore (paste-back mask)", _loader("keep.face.parsing", "load_parsenet")),
+    "realesrgan-x2": Use("keep restore --bg-upsampler / --face-upsample", _loader("keep.restore.upsampler", "load_rrdbnet")),
     "keep-v0.1": Use("keep restore --weights keep-v0.1", _keep_loader("keep-v0.1")),
     "keep-v1-asian": Use("keep restore --weights keep-v1-asian (unpublished)", _keep_loader("keep-v1-asian")),
-    "arcface-resnet18": Use("keep eval (ids)", _arcface),
-    "i3d-kinetics400": Use("keep eval (fvd)", _i3d),
-    "gmflow-sintel": Use("keep eval (flicker) / keep train stage II", _gmflow),
+    "arcface-resnet18": Use("keep eval (ids)", _loader("keep.metrics.identity", "load_arcface")),
+    "i3d-kinetics400": Use("keep eval (fvd)", _loader("keep.metrics.fvd", "load_i3d")),
+    "gmflow-sintel": Use("keep eval (flicker) / keep train stage II", _loader("keep.metrics.flicker", "load_gmflow")),
     "vgg19": Use("keep train (perceptual loss)", _vgg19),
     "codeformer-vqgan": Use("keep train stage I (optional init)", _vqgan),
 }
@@ -119,7 +97,7 @@ class FileReport:
     sha256: Optional[str] = None           # full digest of the file on disk
     expected_sha256: str = ""              # the registry's (a prefix for the release files); "" = none
     digest_state: str = "-"                # ok | sha256 mismatch | incomplete | no digest recorded | -
-    load_state: str = "-"                  # ok | fails | unreadable | skipped | no loader | -
+    load_state: str = "-"                  # ok | fails (keys, NaN) | error (cannot be read) | skipped | no loader | -
     load_detail: str = ""
     keys: Optional[int] = None             # state-dict entries of the loaded network
     missing_keys: Optional[int] = None
@@ -186,7 +164,7 @@ def try_load(report: FileReport, load: Loader) -> None:
             report.unexpected_keys = counts.get("unexpected", 0)
             report.wrong_shape_keys = counts.get("wrongly shaped", 0)
         else:
-            report.load_state, report.load_detail = "unreadable", message.splitlines()[0][:300]
+            report.load_state, report.load_detail = "error", message.splitlines()[0][:300]
         report.notes.append(message.splitlines()[0][:1000])
         return
     report.keys = len(net.state_dict())
@@ -236,7 +214,7 @@ def _decide(report: FileReport, name: Optional[str], root: Optional[Path]) -> No
     elif report.digest_state == "incomplete":
         report.problem = f"incomplete: {report.size_bytes:,} bytes and no end of archive (truncated)"
         report.fix = redo
-    elif report.load_state in ("fails", "unreadable"):
+    elif report.load_state in ("fails", "error"):
         report.problem = f"does not load into the network that uses it ({report.load_detail})"
         report.fix = ("it has the registered sha256, so this version of keep does not fit it: please report it "
                       "with the output of `keep doctor --json`" if report.digest_state == "ok" else redo)

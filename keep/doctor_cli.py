@@ -79,8 +79,8 @@ def collect(args: argparse.Namespace) -> List[FileReport]:
 def _load_cell(report: FileReport) -> str:
     if report.load_state == "ok":
         return f"ok ({report.keys} keys)"
-    if report.load_state in ("fails", "unreadable"):
-        return report.load_detail if report.load_state == "fails" else "unreadable"
+    if report.load_state == "fails":
+        return report.load_detail
     return report.load_state
 
 

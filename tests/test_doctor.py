@@ -168,19 +168,22 @@ def test_file_whose_keys_do_not_fit_reports_missing_and_unexpected_counts(layout
     parse.pop(sorted(parse)[0])
     parse["extra.weight"] = torch.zeros(2)
     parse["extra.bias"] = torch.zeros(2)
+    wide = sorted(parse)[5]
+    parse[wide] = torch.zeros(tuple(parse[wide].shape) + (2,))
     put(root, "parsenet", parse)
     # an optional file through the other error format (torch's own strict load_state_dict)
     arc = shell(on_meta(ArcFaceResNet18))
     arc["fc6.weight"] = arc.pop("fc5.weight")
+    arc["bn5.weight"] = torch.zeros(3)
     put(root, "arcface-resnet18", arc)
     status, out = doctor(capsys, "--dir", root)
     assert status == 1
     _, rows = rows_of(out)
-    assert "strict load: 1 missing, 2 unexpected keys" in rows["parsenet"]
-    assert "strict load: 1 missing, 1 unexpected keys" in rows["arcface-resnet18"]
+    assert "strict load: 1 missing, 2 unexpected, 1 wrongly shaped keys" in rows["parsenet"]
+    assert "strict load: 1 missing, 1 unexpected, 1 wrongly shaped keys" in rows["arcface-resnet18"]
     found = problems(out)
     assert found["parsenet"].startswith("does not load into the network that uses it (strict load: 1 missing, "
-                                        "2 unexpected keys)")
+                                        "2 unexpected, 1 wrongly shaped keys)")
     assert "keep download parsenet --force" in found["parsenet"]
     assert "arcface-resnet18" not in found                       # optional: listed apart
     assert "  - arcface-resnet18: does not load" in out.split("optional files with problems")[1]
@@ -188,7 +191,8 @@ def test_file_whose_keys_do_not_fit_reports_missing_and_unexpected_counts(layout
     report = json.loads(out)
     files = {f["name"]: f for f in report["files"]}
     assert report["exit_status"] == status == 1
-    assert (files["parsenet"]["missing_keys"], files["parsenet"]["unexpected_keys"]) == (1, 2)
+    assert (files["parsenet"]["missing_keys"], files["parsenet"]["unexpected_keys"],
+            files["parsenet"]["wrong_shape_keys"]) == (1, 2, 1)
     assert (files["arcface-resnet18"]["missing_keys"], files["arcface-resnet18"]["unexpected_keys"]) == (1, 1)
     assert files["parsenet"]["required"] and not files["arcface-resnet18"]["required"]
     assert files["parsenet"]["sha256"] == hashlib.sha256(WEIGHTS["parsenet"].path(root).read_bytes()).hexdigest()
@@ -208,6 +212,7 @@ def test_nan_weights_and_unreadable_files_are_problems(layouts, tmp_path, capsys
     found = problems(out)
     assert f"1 tensors hold NaN or inf (e.g. {key})" in found["parsenet"]
     assert found["retinaface-resnet50"].startswith("does not load into the network that uses it (")
+    assert rows_of(out)[1]["retinaface-resnet50"].split()[-2] == "error"
     assert "keep download retinaface-resnet50 --force" in found["retinaface-resnet50"]
     # a zip-format file cut short (no digest to compare): incomplete, whatever loading would say
     path = WEIGHTS["parsenet"].path(root)
