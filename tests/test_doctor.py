@@ -234,26 +234,39 @@ def test_a_file_that_cannot_be_read_is_a_problem_not_a_traceback(layouts, tmp_pa
     assert problems(out)["parsenet"].startswith("cannot be read (Permission denied); check the permissions of")
 
 
-def test_asian_file_given_by_path_loads_with_its_own_configuration(layouts, tmp_path, monkeypatch, capsys):
-    manifest = json.loads(require(CONFORMANCE / "v1" / "keep_v1_asian_keys.json").read_text())
+def from_manifest(name: str):
+    """A file in the v1.0.0 release's layout, keys and shapes, from its key manifest (../shared)."""
+    manifest = json.loads(require(CONFORMANCE / "v1" / name).read_text())
     assert manifest["file_layout"] == "{'params_ema': state_dict}"
-    asian = {k: torch.zeros((), dtype=getattr(torch, dtype)).expand(shape) for k, shape, dtype in manifest["keys"]}
+    return {"params_ema": {k: torch.zeros((), dtype=getattr(torch, dtype)).expand(shape)
+                           for k, shape, dtype in manifest["keys"]}}, len(manifest["keys"])
+
+
+def test_release_layouts_asian_by_path_and_general_as_keep_v1(layouts, tmp_path, monkeypatch, capsys):
+    asian, asian_keys = from_manifest("keep_v1_asian_keys.json")
+    general, general_keys = from_manifest("keep_v1_general_keys.json")
     mine = tmp_path / "my_keep_asian.pth"
-    torch.save({"params_ema": asian}, mine)
+    torch.save(asian, mine)
     root = tmp_path / "w"
     for name in ("retinaface-resnet50", "parsenet"):
         put(root, name, layouts[name])
     status, out = doctor(capsys, "--dir", root, "--weights", mine)
     assert status == 0, out                  # keep-v1 is absent, but this run does not need it
     line = next(line for line in out.splitlines() if line.strip().startswith("--weights"))
-    assert f"ok ({len(manifest['keys'])} keys)" in line and "no digest recorded" in line and str(mine) in line
+    assert f"ok ({asian_keys} keys)" in line and "no digest recorded" in line and str(mine) in line
     assert rows_of(out)[1]["keep-v1"].split()[1] == "-"
-    # the same file under the general configuration's name does not fit (CFT scales differ)
-    put(root, "keep-v1", {"params_ema": asian})
+    # the Asian file under the general configuration's name does not fit (CFT at 32..256, not 16..64)
+    put(root, "keep-v1", asian)
     trust(monkeypatch, root, "keep-v1")
     status, out = doctor(capsys, "--dir", root)
     assert status == 1
     assert "does not load into the network that uses it (strict load: " in problems(out)["keep-v1"]
+    # the general release's layout is what keep-v1 loads
+    put(root, "keep-v1", general)
+    trust(monkeypatch, root, "keep-v1")
+    status, out = doctor(capsys, "--dir", root)
+    assert status == 0, out
+    assert f"ok ({general_keys} keys)" in rows_of(out)[1]["keep-v1"]
 
 
 def test_require_makes_an_optional_file_needed_and_bad_names_are_one_line_errors(tmp_path, capsys):
