@@ -45,6 +45,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs=3, default=[500, 1000, 300], metavar=("I", "II", "III"))
     parser.add_argument("--root", default="", help="folder of aligned clips instead of procedural ones")
     parser.add_argument("--out", default="results/learning_experiment")
+    parser.add_argument("--stage3-losses", choices=["pixel", "config"], default="pixel",
+                        help="pixel (default): stage III on L1 + a small adversarial and the temporal loss, "
+                             "lr 2e-4, because offline the perceptual loss's VGG is random and then pulls "
+                             "away from the GT; config: the tiny config's losses as they are")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -63,7 +67,9 @@ def main() -> None:
     results["stage2"] = {"kalman": evaluate_keep(t2.ema.module, samples, True),
                          "image": evaluate_keep(t2.ema.module, samples, False)}
     init3 = f"init=[{{path: {out}/tiny_stage2/export.pth, exclude: [fuse_convs_dict., cross_fuse.]}}]"
-    t3 = run(3, args.steps[2], out, data + [init3])
+    pixel = (["losses.l1=1.0", "losses.perceptual=0.0", "losses.adversarial=0.01", "optim.lr=2.0e-4"]
+             if args.stage3_losses == "pixel" else [])
+    t3 = run(3, args.steps[2], out, data + [init3, *pixel])
     results["stage3"] = {"kalman": evaluate_keep(t3.ema.module, samples, True),
                          "image": evaluate_keep(t3.ema.module, samples, False)}
     (out / "results.json").write_text(json.dumps(results, indent=2))
