@@ -127,8 +127,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crf", type=_number(int, "a whole number", low=0, high=MAX_CRF), default=18,
                         help=f"x264 quality of the written video, 0 (lossless) to {MAX_CRF} (default 18)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
-    parser.add_argument("--no-overlap", dest="overlap", action="store_false",
-                        help="run decoding, the network and encoding in one thread (same output, slower)")
+    overlap = parser.add_mutually_exclusive_group()
+    overlap.add_argument("--overlap", dest="overlap", action="store_true", default=None,
+                         help="decode, network and paste-back + encode in concurrent threads (default when the "
+                              "network runs on a GPU; same output)")
+    overlap.add_argument("--no-overlap", dest="overlap", action="store_false",
+                         help="every stage in one thread (default on the CPU, where the network uses every core)")
 
 
 class Interrupted(BaseException):

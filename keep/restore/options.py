@@ -35,4 +35,4 @@ class RestoreOptions:
     overwrite: bool = False
     crf: int = 18                         # x264 quality of the written videos
     progress: bool = True
-    overlap: bool = True                  # decode, network, paste-back + encode in threads (False: one thread)
+    overlap: Optional[bool] = None        # decode, network, paste-back + encode in threads; None = on a GPU only

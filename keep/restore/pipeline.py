@@ -247,7 +247,10 @@ class _Run:
         started = time.perf_counter()
         self._open_writers()
         o = self.o
-        threaded = o.overlap
+        # On the CPU the network already uses every core: stage threads beside it only oversubscribe
+        # them (measured: 0.149 vs 0.188 frames/s with the real network, 2 cores), so "auto" overlaps
+        # only when the network runs on a GPU.
+        threaded = o.overlap if o.overlap is not None else self.owner.device.type != "cpu"
         self.on_device = self.owner.device_geometry
         self.faces_restored = 0
         self.bar = tqdm(total=self.info.frame_count, unit="frame", desc=self.info.name, disable=not o.progress)
