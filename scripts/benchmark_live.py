@@ -14,7 +14,6 @@ seeded random weights (or ``--fill``, a conformance fill.py); speed does not dep
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -28,21 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def make_weights(kind: str, path: Path, fill_script=None) -> Path:
-    from keep.api import CONFIGS, create_model
-    from keep.checkpoint import save_inference_checkpoint
-    torch.manual_seed(0)
-    if kind == "tiny":
-        net, arch = create_model("keep-tiny", img_size=128), {"type": "KEEP", **CONFIGS["keep-tiny"], "img_size": 128}
-    else:
-        net, arch = create_model("keep-v1"), {"type": "KEEP", **CONFIGS["keep-v1"]}
-    if fill_script is not None:
-        spec = importlib.util.spec_from_file_location("fill", fill_script)
-        fill = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(fill)
-        net.load_state_dict(fill.fill_state_dict(net.state_dict(), seed=0))
-    return save_inference_checkpoint(net, path, arch)
+from benchmark_restore import make_weights  # noqa: E402  (scripts/ is on sys.path when run as a script)
 
 
 def run_live(args, weights: Path, policy: str, work: Path, max_frames: int) -> dict:
