@@ -6,9 +6,7 @@ more frames); flows, observed codes, gains, code indices and restored frames are
 tolerances of the README. Intermediates come from the network's own documented hook
 (``return_intermediates=True``), not from re-running pieces here.
 """
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
@@ -16,19 +14,12 @@ import torch
 
 from keep.api import RELEASED_CONFIG, create_model
 
-from shared_material import CONFORMANCE, TOLERANCE
+from shared_material import CONFORMANCE, TOLERANCE, fixture_input, load_fill, run_on_all_cores
 FIXTURES = sorted(CONFORMANCE.glob("*.npz"))  # keep_seed0.npz and any other reference placed there
 
 pytestmark = pytest.mark.skipif(not (CONFORMANCE / "keep_released_keys.json").is_file(),
                                 reason=f"conformance data not found at {CONFORMANCE} "
                                        "(the shared folder next to the repo)")
-
-
-def _load_fill():
-    spec = importlib.util.spec_from_file_location("conformance_fill", CONFORMANCE / "fill.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.fill_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -60,15 +51,8 @@ def test_released_config_is_the_manifests(manifest):
 def run(request, released):
     ref = dict(np.load(request.param))
     net = released
-    net.load_state_dict(_load_fill()(net.state_dict(), seed=int(ref["seed"])))
-    x = torch.from_numpy(ref["frames"]).permute(0, 3, 1, 2).float().div(255).sub(0.5).div(0.5)[None]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(os.cpu_count() or 1)
-    try:
-        with torch.inference_mode():
-            out = net(x, return_intermediates=True)
-    finally:
-        torch.set_num_threads(threads)
+    net.load_state_dict(load_fill()(net.state_dict(), seed=int(ref["seed"])))
+    out = run_on_all_cores(net, fixture_input(ref["frames"]), return_intermediates=True)
     return out, ref
 
 

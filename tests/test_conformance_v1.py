@@ -8,9 +8,7 @@ under the **v1.0.0 names**, saved in the release's wrapper and loaded the way a 
 (``load_model(path)``, no configuration named), restores the fixture's frames as the v1.0.0 code does.
 One network run per ``keep_v1_asian_seed*.npz`` (a held-back fixture is checked the same way).
 """
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
@@ -20,7 +18,7 @@ from keep.api import CONFIGS, config_kwargs, create_model, infer_config, load_mo
 from keep.archs.keep_net import KEEP
 from keep.checkpoint import CheckpointError, to_v1_names
 
-from shared_material import CONFORMANCE, TOLERANCE
+from shared_material import CONFORMANCE, TOLERANCE, fixture_input, load_fill, run_on_all_cores
 
 V1 = CONFORMANCE / "v1"
 ASIAN_FIXTURES = sorted(V1.glob("keep_v1_asian_seed*.npz"))
@@ -75,13 +73,6 @@ def test_inference_refuses_what_it_cannot_infer():
         infer_config({"body.conv1.weight": torch.empty(64, 3, 7, 7, device="meta")}, source="retinaface.pth")
 
 
-def _load_fill():
-    spec = importlib.util.spec_from_file_location("conformance_fill", CONFORMANCE / "fill.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.fill_state_dict
-
-
 # Frames after the first go through the flow net, and with filled (random) weights its flows are wild
 # (|flow| up to ~460 px, mean ~29 px on keep_v1_asian_seed11), so the warped previous frame samples
 # steep random textures and a few code choices sit near ties: moving the flows by 0.02 px (below the
@@ -107,31 +98,20 @@ def asian_run(request, tmp_path_factory):
     with torch.device("meta"):
         skeleton = KEEP(**official_v1_kwargs(config))
     v1_state = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in to_v1_names(skeleton.state_dict()).items()}
-    v1_state = _load_fill()(v1_state, seed=int(ref["seed"]))
+    v1_state = load_fill()(v1_state, seed=int(ref["seed"]))
     path = tmp_path_factory.mktemp("asian") / "KEEP_Asian-4765ebe0.pth"
     torch.save({"params_ema": v1_state}, path)
     del v1_state
     net = load_model(path)  # no configuration named: inferred from the file
     path.unlink()
     assert net.connect_list == ["32", "64", "128", "256"] and net.cross_fuse_list == ["16", "32"]
-    x = torch.from_numpy(ref["frames"]).permute(0, 3, 1, 2).float().div(255).sub(0.5).div(0.5)[None]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(os.cpu_count() or 1)
-    try:
-        with torch.inference_mode():
-            out = net(x, return_intermediates=True)
-    finally:
-        torch.set_num_threads(threads)
+    x = fixture_input(ref["frames"])
+    out = run_on_all_cores(net, x, return_intermediates=True)
     assert out.frames.shape == ref["output"].shape
 
     def jittered(seed):
         noise = torch.randn(out.flows.shape, generator=torch.Generator().manual_seed(seed))
-        torch.set_num_threads(os.cpu_count() or 1)
-        try:
-            with torch.inference_mode():
-                return net(x, flows=out.flows + FLOW_JITTER_PX * noise).numpy()
-        finally:
-            torch.set_num_threads(threads)
+        return run_on_all_cores(net, x, flows=out.flows + FLOW_JITTER_PX * noise).numpy()
     return ref, out.frames.numpy(), jittered
 
 

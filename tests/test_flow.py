@@ -1,6 +1,5 @@
 """Tests of keep/archs/flow.py: GMFlow pieces against independent references, and the whole network
 against the official release's outputs (conformance data in ../shared)."""
-import importlib.util
 import json
 import math
 
@@ -13,7 +12,7 @@ from keep.archs.flow import (FlowEstimator, GMFlow, convex_upsample, global_matc
                              window_attention)
 from keep.registry import ARCHS
 
-from shared_material import CONFORMANCE, TOLERANCE, require
+from shared_material import CONFORMANCE, TOLERANCE, load_fill, require
 
 PREFIX = "flownet.model."
 TINY = dict(feature_channels=32, num_transformer_layers=2, backbone_channels=(8, 12, 16),
@@ -22,13 +21,6 @@ TINY = dict(feature_channels=32, num_transformer_layers=2, backbone_channels=(8,
 
 def _needs_shared():
     require(CONFORMANCE / "keep_seed0.npz")
-
-
-def _load_fill():
-    spec = importlib.util.spec_from_file_location("conformance_fill", CONFORMANCE / "fill.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.fill_state_dict
 
 
 # ------------------------------------------------------------------------------------------
@@ -50,7 +42,7 @@ def test_parameter_names_and_shapes_equal_the_release():
 def test_flows_match_the_official_release():
     """Filled weights (seed 0), frames of keep_seed0.npz: flow t -> t-1 within the README's 5e-2."""
     _needs_shared()
-    fill_state_dict = _load_fill()
+    fill_state_dict = load_fill()
     net = FlowEstimator().eval()
     filled = fill_state_dict({PREFIX + k: v for k, v in net.model.state_dict().items()}, seed=0)
     net.model.load_state_dict({k[len(PREFIX):]: v for k, v in filled.items()}, strict=True)
