@@ -286,7 +286,7 @@ def test_arcface_resize_to_128_is_half_pixel_bilinear():
 # LPIPS: our metric and loss vs the lpips package (its own v0.1 linear layers, shipped with it), with
 # identical random backbones instead of torchvision's ImageNet files
 # ------------------------------------------------------------------------------------------
-def _pair(size=64, seed=4):
+def _pair(size, seed):
     rng = np.random.default_rng(seed)
     gt = rng.integers(0, 256, (2, size, size, 3), dtype=np.uint8)
     pred = np.clip(gt + rng.normal(0, 20, gt.shape), 0, 255).astype(np.uint8)
@@ -298,26 +298,51 @@ def _unit(frames):
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
 
 
-@pytest.mark.filterwarnings("ignore:.*(pretrained|weights).*:UserWarning")   # lpips: tv.alexnet(pretrained=)
-def test_lpips_metric_takes_0_255_frames_as_the_package_takes_0_1_with_normalize(tmp_path, monkeypatch):
-    """LPIPSMetric('alex'), built as users build it (AlexNet file from the torch hub cache; here a random
-    one), equals lpips.LPIPS(net='alex') loading the same file, given the frames in [0, 1] with
-    normalize=True; the same [0, 1] frames without normalize give another number (the range matters)."""
-    import lpips
+def _random_backbone_file(tmp_path, monkeypatch, net: str):
+    """A random ImageNet backbone in torchvision's file layout (raw ``features.*`` + ``classifier.*``
+    state dict) where torchvision and our checks look for it (``backbone_file``, a torch hub cache in
+    tmp_path). LPIPS never uses the classifier: it is stored as broadcast zeros (bytes, not 0.5 GB)."""
     import torchvision
-    from keep.metrics.lpips_metric import LPIPSMetric, backbone_file
+    from keep.metrics.lpips_metric import backbone_file
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    torch.manual_seed(0)
-    state = torchvision.models.alexnet(weights=None).state_dict()
-    # the classifier is never used by LPIPS: stored as a broadcast zero (a few bytes, not 230 MB)
-    state = {k: (torch.zeros(()).expand(v.shape) if k.startswith("classifier.") else v) for k, v in state.items()}
-    _, path = backbone_file("alex")
+    _, path = backbone_file(net)
     assert path.parent.parent == tmp_path / "hub"
+    with torch.device("meta"):
+        skeleton = {"alex": torchvision.models.alexnet, "vgg": torchvision.models.vgg16}[net](weights=None)
+    gen = torch.Generator().manual_seed(0)
+    state = {}
+    for key, value in skeleton.state_dict().items():
+        if key.startswith("classifier."):
+            state[key] = torch.zeros(()).expand(value.shape)
+        elif key.endswith("weight"):      # He-scaled, so activations neither vanish nor blow up
+            state[key] = torch.randn(value.shape, generator=gen) * (2.0 / value[0].numel()) ** 0.5
+        else:
+            state[key] = torch.randn(value.shape, generator=gen) * 0.1
     path.parent.mkdir(parents=True)
     torch.save(state, path)
+    return state
+
+
+def _loaded_from(lpips_model, state):
+    """Every backbone tensor of an lpips.LPIPS equals the file's ``features.<index>`` tensor (the
+    package's slices keep torchvision's layer indices as names)."""
+    params = dict(lpips_model.net.named_parameters())
+    assert params
+    return all(torch.equal(v, state["features." + k.split(".", 1)[1]]) for k, v in params.items())
+
+
+@pytest.mark.filterwarnings("ignore:.*(pretrained|weights).*:UserWarning")   # lpips: tv.alexnet(pretrained=)
+def test_lpips_metric_takes_0_255_frames_as_the_package_takes_0_1_with_normalize(tmp_path, monkeypatch):
+    """LPIPSMetric('alex'), built as users build it (torchvision's AlexNet file from the torch hub cache;
+    here a random one), loads that file and equals lpips.LPIPS(net='alex') loading the same file, given
+    the frames in [0, 1] with normalize=True; without normalize the same frames give another number."""
+    import lpips
+    from keep.metrics.lpips_metric import LPIPSMetric
+    state = _random_backbone_file(tmp_path, monkeypatch, "alex")
     ours = LPIPSMetric("alex")
+    assert _loaded_from(ours.model, state)
     ref = lpips.LPIPS(net="alex", verbose=False).eval()
-    pred, gt = _pair()
+    pred, gt = _pair(64, seed=4)
     with torch.no_grad():
         expected = ref(_unit(pred), _unit(gt), normalize=True).flatten().double().numpy()
         unnormalised = ref(_unit(pred), _unit(gt)).flatten().double().numpy()
@@ -326,15 +351,17 @@ def test_lpips_metric_takes_0_255_frames_as_the_package_takes_0_1_with_normalize
 
 
 @pytest.mark.filterwarnings("ignore:.*(pretrained|weights).*:UserWarning")
-def test_lpips_loss_takes_minus_one_one_as_the_package_takes_0_1_with_normalize():
-    """LPIPSLoss (VGG, seeded random backbone, the package's linear layers) on [-1, 1] tensors equals the
-    package's LPIPS(net='vgg') with the same weights on the [0, 1] tensors with normalize=True."""
+def test_lpips_loss_takes_minus_one_one_as_the_package_takes_0_1_with_normalize(tmp_path, monkeypatch):
+    """LPIPSLoss (pretrained: torchvision's VGG-16 file, here a random one, and the package's linear
+    layers) on [-1, 1] tensors equals lpips.LPIPS(net='vgg') loading the same file on the [0, 1] tensors
+    with normalize=True; without normalize the [0, 1] tensors give another number."""
     import lpips
     from keep.losses.lpips_loss import LPIPSLoss
-    loss = LPIPSLoss(pretrained=False)
-    ref = lpips.LPIPS(net="vgg", pnet_rand=True, verbose=False).eval()
-    ref.load_state_dict(loss.model.state_dict())
-    pred, gt = _pair(size=48, seed=5)
+    state = _random_backbone_file(tmp_path, monkeypatch, "vgg")
+    loss = LPIPSLoss(pretrained=True)
+    assert _loaded_from(loss.model, state)
+    ref = lpips.LPIPS(net="vgg", verbose=False).eval()
+    pred, gt = _pair(48, seed=5)
     a, b = _unit(pred), _unit(gt)
     with torch.no_grad():
         expected = ref(a, b, normalize=True).mean()
