@@ -11,6 +11,9 @@ from keep.weights import get_weight
 # 14, 16, 17, 18 (neck / cloth / hat region in facexlib's label order; the release's choice, copied).
 MASK_COLORMAP = (0, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 0, 255, 0, 0, 0)
 _KEEP_LABEL = np.array(MASK_COLORMAP, dtype=np.float32)
+# The release parses every restored face at 512 (``cv2.resize(restored_face, (512, 512), INTER_LINEAR)``
+# before ParseNet, whatever the face size); the 101x101 blurs and the 10 px frame are sized for it.
+PARSE_SIZE = 512
 
 
 def parsenet_input(face: np.ndarray) -> torch.Tensor:
@@ -30,7 +33,8 @@ def load_parsenet(path, device: torch.device = torch.device("cpu")):
 
 
 class ParseMasker:
-    """(512, 512, 3) uint8 RGB restored face -> (512, 512) float32 mask in [0, 1]."""
+    """(n, n, 3) uint8 RGB restored face -> (512, 512) float32 mask in [0, 1]: a face of another size is
+    resized to 512 first (INTER_LINEAR, as the release); callers resize the mask to their crop size."""
 
     def __init__(self, device: torch.device, download: bool = True, net=None):
         if net is None:
@@ -41,6 +45,8 @@ class ParseMasker:
     @torch.no_grad()
     def labels(self, face: np.ndarray) -> np.ndarray:
         """(512, 512) int64 ParseNet label per pixel (argmax of its segmentation output)."""
+        if face.shape[:2] != (PARSE_SIZE, PARSE_SIZE):
+            face = cv2.resize(face, (PARSE_SIZE, PARSE_SIZE), interpolation=cv2.INTER_LINEAR)
         return self._net(parsenet_input(face).to(self.device))[0].argmax(dim=1).squeeze(0).cpu().numpy()
 
     @torch.no_grad()
