@@ -207,6 +207,9 @@ def _restore(args: argparse.Namespace, progress: dict) -> int:
         if not good:
             return 1
         for item in good:
+            for stale in preflight.remove_stale_partials(item, args.output):
+                print(f"note: removed {stale}: a partial file left by an interrupted run", file=sys.stderr)
+        for item in good:
             for note in item.notes:
                 print(f"note: {item.path}: {note}", file=sys.stderr)
         output.prepare()
@@ -225,6 +228,9 @@ def _restore(args: argparse.Namespace, progress: dict) -> int:
         output.remove_if_empty()
         report(err)
         return 1
+    except BaseException:   # Ctrl-C / SIGTERM while the model loads: no empty folder left either
+        output.remove_if_empty()
+        raise
     try:
         for item in good:
             extras = preflight.ExtrasGuard(item.extras_dir(args.output))
