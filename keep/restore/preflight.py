@@ -132,9 +132,9 @@ class OutputFolder:
         if not parent.is_dir():
             raise InputError(f"-o {path}: {parent} is a file, so the output folder cannot be made there; "
                              f"give another folder")
+        self.created = missing    # before mkdir: it may fail half-way (a name too long) with folders made
         try:
             path.mkdir(parents=True, exist_ok=True)
-            self.created = missing
             handle, probe = tempfile.mkstemp(prefix=".keep-write-test-", dir=path)
             os.close(handle)
             os.unlink(probe)
@@ -145,6 +145,8 @@ class OutputFolder:
 
     def remove_if_empty(self) -> None:
         for folder in self.created:
+            if not os.path.isdir(folder):   # never made: mkdir failed before it (os.path: no raise)
+                continue
             try:
                 folder.rmdir()            # only succeeds when empty
             except OSError:
