@@ -19,6 +19,10 @@ CASES = [
     ("output-is-input-relative", ["{clip}", "-o", "{dir}/../inputs", "--overwrite"], 1, "would replace the input"),
     ("output-under-a-file", ["{clip}", "-o", "{clip}/sub"], 1, "is a file"),
     ("output-is-a-file", ["{clip}", "-o", "{txt}"], 1, "is a file, not a folder"),
+    ("output-two-levels-under-a-file", ["{clip}", "-o", "{txt}/a/b"], 1, "notes.txt is a file"),
+    ("output-name-too-long", ["{clip}", "-o", "{out}/" + "n" * 300], 1, "(File name too long)"),
+    # root may write anywhere chmod forbids; the kernel's own file systems refuse even root
+    ("output-in-proc", ["{clip}", "-o", "/proc/keep-restore-out"], 1, "cannot write to the output folder"),
     ("fps-divide-by-zero", ["{clip}", "-o", "{out}", "--fps", "1/0"], 2, "is not a frame rate"),
     ("fps-huge", ["{clip}", "-o", "{out}", "--fps", "1e12"], 2, "out of range"),
     ("fps-zero", ["{clip}", "-o", "{out}", "--fps", "0"], 2, "out of range"),

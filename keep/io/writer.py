@@ -1,7 +1,8 @@
 """Encode RGB frames to an H.264 MP4 with PyAV, written under a temporary name and renamed at the end.
 
 A file at the final path therefore always is a complete video: a crash or an error leaves only the
-hidden ``.<name>.partial.mp4``, which :meth:`VideoWriter.abort` removes.
+hidden ``.<name>.partial.mp4``, which :meth:`VideoWriter.abort` removes (after a ``kill -9`` nothing
+can: ``keep restore`` removes it at the start of the next run of that output, see :func:`partial_path`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,24 @@ from keep.io.source import ACCURATE
 # Colour matrices swscale converts with (AVColorSpace values); others are left to its BT.601 default.
 _SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
 
+_PARTIAL = ".partial"
+
+
+def partial_path(path: Path) -> Path:
+    """The temporary name :class:`VideoWriter` writes ``path`` under: ``out/x.mp4`` -> ``out/.x.partial.mp4``."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}{_PARTIAL}{path.suffix}")
+
+
+def final_path(temporary: Path) -> Optional[Path]:
+    """The inverse of :func:`partial_path` (None for a name that is not one of its temporaries), so an
+    error about the temporary can name the file the user asked for."""
+    temporary = Path(temporary)
+    stem = temporary.stem
+    if not (temporary.name.startswith(".") and stem.endswith(_PARTIAL) and len(stem) > 1 + len(_PARTIAL)):
+        return None
+    return temporary.with_name(f"{stem[1:-len(_PARTIAL)]}{temporary.suffix}")
+
 
 class VideoWriter:
     """libx264 / yuv420p MP4 writer keeping the input's timeline.
@@ -33,7 +52,7 @@ class VideoWriter:
                  color: Optional[Dict[str, int]] = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self.tmp = partial_path(self.path)
         self.width, self.height = width, height
         self.padded = (width % 2, height % 2) != (0, 0)
         self.time_base = Fraction(time_base)
@@ -75,11 +94,20 @@ class VideoWriter:
 
     def close(self) -> Path:
         """Flush, close and rename to the final path; returns it."""
+        self.finish()
+        return self.commit()
+
+    def finish(self) -> None:
+        """Flush the encoder and close the file, still under its temporary name: everything that can
+        fail (a full disk) fails here, so several writers can all finish before any is committed."""
         for packet in self._stream.encode(None):
             self._container.mux(packet)
         if self.audio is not None:
             self.audio.finish()
         self._container.close()
+
+    def commit(self) -> Path:
+        """Rename the finished temporary file to the final path; returns it."""
         os.replace(self.tmp, self.path)
         return self.path
 

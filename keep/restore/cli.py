@@ -229,6 +229,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
                   f"--skip-existing to keep it", file=sys.stderr)
             failures += 1
     for item in good:
+        for stale in preflight.remove_stale_partials(item, args.output):
+            print(f"note: removed {stale}: a partial file left by an interrupted run", file=sys.stderr)
         for note in item.notes:
             print(f"note: {item.path}: {note}", file=sys.stderr)
     return _Plan(good, len(planned), failures, skipped)
@@ -312,6 +314,9 @@ def _restore(args: argparse.Namespace, progress: dict) -> int:
         output.remove_if_empty()
         report(err)
         return 1
+    except BaseException:   # Ctrl-C / SIGTERM while the model loads: no empty folder left either
+        output.remove_if_empty()
+        raise
     try:
         restored, failed = _run_items(restorer, plan.items, args, progress, report)
     finally:

@@ -245,7 +245,6 @@ class _Run:
     # ------------------------------------------------------------------ main loop
     def execute(self) -> RunSummary:
         started = time.perf_counter()
-        self._open_writers()
         o = self.o
         # On the CPU the network already uses every core: stage threads beside it only oversubscribe
         # them (measured: 0.149 vs 0.188 frames/s with the real network, 2 cores), so "auto" overlaps
@@ -261,6 +260,7 @@ class _Run:
         self.emitter = Stage("paste-back and encoding", self._emit, maxsize=2 * o.window, threaded=threaded)
         frames = prefetch(_owned(self.source) if threaded else self.source, size=8, threaded=threaded)
         try:
+            self._open_writers()   # inside: if the compare file cannot be made, the main one goes too
             for frame in frames:
                 self._push(frame)
                 self._flush()
@@ -277,22 +277,28 @@ class _Run:
                 raise InputError(f"{self.info.path}: no face found in any of its {self.summary.frames} frames; "
                                  f"try --detector retinaface (dlib misses small and turned faces), or "
                                  f"--aligned if the frames are already aligned face crops")
-            self.writer.close()
-            if self.compare is not None:
-                self.compare.close()
+            # all or nothing: both videos are finished (where a full disk fails) before either is renamed
+            writers = [w for w in (self.writer, self.compare) if w is not None]
+            for writer in writers:
+                writer.finish()
+            for writer in writers:
+                writer.commit()
         except BaseException:
             frames.close()
             self.network.abort()
             self.emitter.abort()
-            self.writer.abort()
-            if self.compare is not None:
-                self.compare.abort()
+            self._abort_writers()
             raise
         finally:
             self.bar.close()
         self.summary.seconds = time.perf_counter() - started
         self.summary.notes += [n for n in self.info.notes if n not in self.summary.notes]
         return self.summary
+
+    def _abort_writers(self) -> None:
+        for writer in (self.writer, self.compare):
+            if writer is not None:
+                writer.abort()
 
     def _slot(self, index: int) -> _Slot:
         return self.buffer[index - self.buffer[0].frame.index]

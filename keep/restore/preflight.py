@@ -3,7 +3,8 @@
 Everything a user can get wrong about inputs and outputs is found here, in seconds, instead of
 after minutes of restoration: unreadable inputs, an output folder that cannot be written, an
 output that would replace an input (whatever the path spelling: relative, symlinked, hard-linked),
-two inputs of a batch that would write the same file (``x.mp4`` and ``x.mkv``).
+two inputs of a batch that would write the same file (``x.mp4`` and ``x.mkv``). Temporary files a
+killed run left behind (``kill -9``: no handler runs) are removed here too.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Dict, List, Optional, Tuple
 
 from keep.io.errors import InputError
 from keep.io.source import input_name, open_source
+from keep.io.writer import final_path, partial_path
 
 
 @dataclass
@@ -73,7 +75,8 @@ def check_outputs(planned: List[PlannedInput], output_dir: Path, compare: bool) 
     for item in planned:
         for out in item.outputs(output_dir, compare):
             for source in input_files:
-                if _same_file(out, source):
+                # the temporary too: the writer truncates whatever file its name leads to
+                if _same_file(out, source) or _same_file(partial_path(out), source):
                     raise InputError(f"the output {out} would replace the input {source}; inputs are never "
                                      f"overwritten (not even with --overwrite): choose another output folder (-o)")
             key = out.resolve()
@@ -81,6 +84,23 @@ def check_outputs(planned: List[PlannedInput], output_dir: Path, compare: bool) 
                 raise InputError(f"{writers[key].path} and {item.path} would both write {out}; rename one of "
                                  f"them or restore them in separate runs")
             writers[key] = item
+
+
+def remove_stale_partials(item: PlannedInput, output_dir: Path) -> List[Path]:
+    """Remove the temporaries of ``item``'s videos (``.<name>.partial.mp4``, ``.<name>_compare.partial.mp4``)
+    that an earlier run killed with ``kill -9`` left behind; returns those removed.
+
+    Only those exact names go, never a file merely alike (``<name>.partial.mp4``, ``.<name>.partial.mov``)
+    nor a folder. A symlink there is removed, not followed: the writer would otherwise write through it
+    into the file it points to (unlinking a link never touches its target). Assumes no other ``keep
+    restore`` is writing the same output at the same time (its temporary would go)."""
+    removed = []
+    for out in item.outputs(output_dir, compare=True):
+        temporary = partial_path(out)
+        if temporary.is_symlink() or temporary.is_file():
+            temporary.unlink()
+            removed.append(temporary)
+    return removed
 
 
 def existing_outputs(item: PlannedInput, output_dir: Path, compare: bool) -> List[Path]:
@@ -112,9 +132,9 @@ class OutputFolder:
         if not parent.is_dir():
             raise InputError(f"-o {path}: {parent} is a file, so the output folder cannot be made there; "
                              f"give another folder")
+        self.created = missing    # before mkdir: it may fail half-way (a name too long) with folders made
         try:
             path.mkdir(parents=True, exist_ok=True)
-            self.created = missing
             handle, probe = tempfile.mkstemp(prefix=".keep-write-test-", dir=path)
             os.close(handle)
             os.unlink(probe)
@@ -125,6 +145,8 @@ class OutputFolder:
 
     def remove_if_empty(self) -> None:
         for folder in self.created:
+            if not os.path.isdir(folder):   # never made: mkdir failed before it (os.path: no raise)
+                continue
             try:
                 folder.rmdir()            # only succeeds when empty
             except OSError:
@@ -147,7 +169,9 @@ class ExtrasGuard:
 def describe_os_error(err: OSError) -> str:
     """One line for an OSError (disk full, permission, missing folder) naming the file involved."""
     if err.strerror and err.filename:
-        return f"cannot read or write {err.filename}: {err.strerror}"
+        # a video is written under a temporary name; the user knows the file by its final one
+        name = final_path(Path(str(err.filename))) or err.filename
+        return f"cannot read or write {name}: {err.strerror}"
     return str(err)
 
 
