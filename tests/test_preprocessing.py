@@ -167,6 +167,7 @@ def test_retinaface_nms_threshold_is_the_releases(retinaface, monkeypatch, iou):
     ``detect_faces`` default; NMS by ``torchvision.ops.nms``, which suppresses IoU > threshold)."""
     import torchvision
     from facexlib.detection.retinaface import RetinaFace
+    from facexlib.detection.retinaface_utils import py_cpu_nms
     assert inspect.signature(RetinaFace.detect_faces).parameters["nms_threshold"].default == RELEASE_NMS
     height, width = 640, 704
     first, second = prior_index(height, width, 2, 10, 5, 0), prior_index(height, width, 2, 10, 6, 0)
@@ -175,13 +176,16 @@ def test_retinaface_nms_threshold_is_the_releases(retinaface, monkeypatch, iou):
     dx = (shift - 32) / (RELEASE_VARIANCES[0] * 256)
     faces = {first: (0.95, (0.0,) * 4, FACE_LANDM), second: (0.9, (dx, 0.0, 0.0, 0.0), FACE_LANDM)}
     found, _ = detect_raw(retinaface, monkeypatch, np.zeros((height, width, 3), np.uint8), faces)
-    boxes = torch.tensor(np.array([d.box for d in found]), dtype=torch.float32)
-    assert len(found) in (1, 2)
-    if len(found) == 2:
-        assert torchvision.ops.box_iou(boxes[:1], boxes[1:]).item() == pytest.approx(iou, abs=1e-4)
-    expected = 1 if iou > RELEASE_NMS else 2
-    assert len(found) == expected
-    assert found[0].score == pytest.approx(0.95, abs=1e-6)
+
+    cx, cy, w, h = (release_priors(height, width)[first] * [width, height, width, height]).tolist()
+    boxes = np.array([[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, 0.95],
+                      [cx + shift - w / 2, cy - h / 2, cx + shift + w / 2, cy + h / 2, 0.9]], np.float32)
+    assert torchvision.ops.box_iou(torch.from_numpy(boxes[:1, :4]), torch.from_numpy(boxes[1:, :4])).item() \
+        == pytest.approx(iou, abs=1e-4)
+    kept = py_cpu_nms(boxes, RELEASE_NMS)          # the release's NMS with the release's threshold
+    assert len(kept) == (1 if iou > RELEASE_NMS else 2)
+    np.testing.assert_allclose(np.array([d.box for d in found]), boxes[kept, :4], atol=1e-3)
+    assert [d.score for d in found] == pytest.approx(boxes[kept, 4].tolist(), abs=1e-6)
 
 
 # ------------------------------------------------------------------------------------------
