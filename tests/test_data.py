@@ -133,12 +133,13 @@ def test_landmarks_align_frames_like_restoration_then_flip(tmp_path):
         cv2.imwrite(str(frames_dir / f.name), frame)
         lines.append(f.name + " " + " ".join(f"{v:.4f}" for v in points.ravel()))
     (marks / "clip_0.txt").write_text("\n".join(lines))
-    aligned = dataset(tmp_path / "frames", landmarks=str(marks), clip_length=4)[(0, 0)]["gt"]
+    aligned = dataset(tmp_path / "frames", landmarks=str(marks), clip_length=4, align="before_degradation")[(0, 0)]["gt"]
     reference = dataset(crops, clip_length=4)[(0, 0)]["gt"]
     inner = (slice(None), slice(None), slice(4, -4), slice(4, -4))
     values = [psnr(p, g) for p, g in zip(to_uint8(aligned[inner]), to_uint8(reference[inner]))]
     assert min(values) > 30, values  # the crops come back (two resamplings apart)
-    flipped = dataset(tmp_path / "frames", landmarks=str(marks), clip_length=4, hflip_prob=1.0)[(0, 0)]["gt"]
+    flipped = dataset(tmp_path / "frames", landmarks=str(marks), clip_length=4, hflip_prob=1.0,
+                      align="before_degradation")[(0, 0)]["gt"]
     assert torch.equal(flipped, aligned.flip(-1))  # the flip acts on the aligned crop
     (marks / "clip_0.txt").write_text("\n".join(lines[:2]))
     with pytest.raises(ValueError, match="2 lines .* clip of 4 frames"):

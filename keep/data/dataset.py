@@ -1,11 +1,21 @@
 """VFHQ-style training clips with the paper's video degradation (supplement Eq. 9).
 
-One sample: a window of ``clip_length`` frames of one clip -> aligned GT crops (pre-aligned frames,
-or frames warped with per-frame landmarks, smoothed over time, onto the FFHQ template exactly as
-restoration aligns them: :mod:`keep.face.align`, :mod:`keep.face.smoothing`) -> one horizontal
-flip decision for the whole window (after alignment, so crops and landmarks agree; the release flips
-before aligning, ``spec/official-TRAINING.md`` §1) -> the degradation of the whole clip at once
-(blur, ↓, noise, H.264 of the clip as one video, and optionally ↑).
+Two ways to make a sample from a window of ``clip_length`` frames of one clip (``align``,
+docs/training-data.md):
+
+* ``before_degradation`` (the paper protocol's default, and the only one for pre-aligned crops):
+  aligned GT crops (pre-aligned frames, or frames warped with per-frame landmarks, smoothed over time,
+  onto the FFHQ template exactly as restoration aligns them: :mod:`keep.face.align`,
+  :mod:`keep.face.smoothing`) -> one horizontal flip decision for the whole window (after alignment)
+  -> the degradation of the whole clip at once (blur, ↓, noise, H.264 of the clip as one video, and
+  optionally ↑).
+* ``after_degradation`` (the release protocol's default when landmarks are given): the release's
+  training loader (``VFHQRealDegradationDataset``, ``spec/official-TRAINING.md`` §1): the unaligned
+  frames (bottom / right cropped to a multiple of 2 x scale) -> the flip (frames and landmarks
+  mirrored, left/right points swapped; the release mirrors the frames only, which misplaces its
+  crops) -> the degradation of the unaligned clip -> per frame, GT warped with its landmarks and LQ
+  with landmarks / scale (:func:`keep.data.vfhq.align_pair`, the pair alignment of ``keep
+  prepare-vfhq``), landmarks not smoothed.
 
 Every random draw of a sample comes from one generator seeded by ``(seed, epoch, index)``; the
 sampler hands ``(epoch, index)`` keys in, so a resumed run reproduces the data bit for bit.
@@ -26,9 +36,20 @@ from keep.config import ConfigError
 from keep.data.degradation import DegradationConfig, degrade_clip, sample_params
 from keep.data.procedural import ProceduralConfig, procedural_clips
 from keep.data.sampling import sample_window
+from keep.data.vfhq import align_pair, check_inside, crop_to_multiple, landmarks_for_frames, read_annotation
 from keep.face.align import align_matrix, crop_matrix, warp_face
 from keep.face.smoothing import StreamingGaussian
+from keep.io import list_frames
 from keep.registry import DATASETS
+
+ALIGN_MODES = ("before_degradation", "after_degradation")
+# Which order each degradation protocol implies when landmarks are given (docs/training-data.md).
+ALIGN_BY_PROTOCOL = {"paper": "before_degradation", "release": "after_degradation"}
+# Smoothing of the landmarks by default: restoration's (supp. Eq. 10) when aligning clean frames;
+# none after degradation, as the release's loader (per-frame landmarks).
+SIGMA_BY_ALIGN = {"before_degradation": 5.0, "after_degradation": 0.0}
+# RetinaFace order (left eye, right eye, nose, left mouth, right mouth): a mirror swaps left and right.
+MIRROR_ORDER = [1, 0, 2, 4, 3]
 
 
 @dataclass
@@ -46,11 +67,18 @@ class ClipDatasetConfig:
     # Frames must already be aligned gt_size crops; `resize: true` instead centre-crops each frame to
     # a square and resizes it to gt_size (smoke tests on unaligned videos; not for real training).
     resize: bool = False
-    # Folder of per-clip landmark files <clip name>.txt: one line per frame, in frame order, with 10
-    # numbers x1 y1 ... x5 y5 (eyes, nose tip, mouth corners; RetinaFace order), optionally preceded
-    # by the frame name. Frames of any size are then aligned to gt_size crops. "" = frames are crops.
+    # Folder of per-clip landmark files <clip name>.txt (VFHQ's annotation format, keep.data.vfhq): one
+    # line per frame with 10 numbers x1 y1 ... x5 y5 (eyes, nose tip, mouth corners; RetinaFace order),
+    # optionally preceded by the frame name (then matched by name); header lines are skipped. Frames of
+    # any size are then aligned to gt_size crops. "" = frames are crops.
     landmarks: str = ""
-    landmark_sigma: float = 5.0                 # temporal Gaussian smoothing of landmarks (0 = off)
+    # With landmarks: align the clean frames and degrade the crops ("before_degradation"), or degrade
+    # the unaligned frames and align GT and LQ afterwards as the release does ("after_degradation").
+    # None = the degradation protocol's (release: after, paper: before); without landmarks: before.
+    align: Optional[str] = None
+    # temporal Gaussian smoothing of landmarks (0 = off); None = 5 before degradation (restoration's),
+    # 0 after degradation (the release's per-frame landmarks)
+    landmark_sigma: Optional[float] = None
     hflip_prob: float = 0.5
     reverse_prob: float = 0.0
     repeat: int = 1                             # dataset length = number of clips x repeat
@@ -63,6 +91,17 @@ class ClipDatasetConfig:
                               "(generated clips, no data needed)")
         if self.procedural is not None and (self.clips or self.landmarks or self.resize):
             raise ConfigError("data: clips, landmarks and resize apply to a root folder, not to procedural clips")
+        if self.align is not None and self.align not in ALIGN_MODES:
+            raise ConfigError(f"data.align must be one of {list(ALIGN_MODES)}, got {self.align!r}")
+        if self.align == "after_degradation" and not self.landmarks:
+            raise ConfigError("data.align: after_degradation needs landmarks (a folder of per-clip landmark files); "
+                              "pre-aligned crops can only be degraded as they are")
+        if self.align is None:
+            self.align = ALIGN_BY_PROTOCOL[self.degradation.protocol] if self.landmarks else "before_degradation"
+        if self.landmark_sigma is None:
+            self.landmark_sigma = SIGMA_BY_ALIGN[self.align]
+        if self.landmark_sigma < 0:
+            raise ConfigError(f"data.landmark_sigma must be >= 0, got {self.landmark_sigma}")
 
 
 @DATASETS.register()
@@ -79,6 +118,7 @@ class VideoClipDataset(Dataset):
         self.cfg = cfg
         self.clips = (procedural_clips(cfg.procedural, cfg.gt_size) if cfg.procedural is not None
                       else list_clips(Path(cfg.root), cfg.clips))
+        self._landmarks: Dict[str, np.ndarray] = {}
         self._matrices: Dict[str, np.ndarray] = {}
         if cfg.landmarks and not Path(cfg.landmarks).is_dir():
             raise FileNotFoundError(f"landmarks folder {cfg.landmarks} does not exist")
@@ -86,26 +126,31 @@ class VideoClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.clips) * self.cfg.repeat
 
-    def _align_matrices(self, clip) -> np.ndarray:
-        """(N, 2, 3) frame -> gt_size crop matrices of every frame of ``clip`` from its smoothed landmarks."""
-        if clip.name not in self._matrices:
+    def _clip_landmarks(self, clip) -> np.ndarray:
+        """(N, 5, 2) landmarks of every frame of ``clip`` (in its frames' pixels), smoothed over time
+        with ``landmark_sigma``; read once per clip."""
+        if clip.name not in self._landmarks:
             path = Path(self.cfg.landmarks) / f"{clip.name}.txt"
             if not path.is_file():
                 raise FileNotFoundError(f"no landmarks for clip {clip.name}: expected {path}")
-            rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
-            try:
-                points = np.array([[float(v) for v in row[-10:]] for row in rows if len(row) in (10, 11)])
-            except ValueError as err:
-                raise ValueError(f"{path}: each line must be [frame name] x1 y1 ... x5 y5 ({err})") from err
-            if len(points) != len(rows) or len(points) != len(clip):
-                raise ValueError(f"{path}: {len(rows)} lines ({len(points)} valid) for a clip of {len(clip)} frames; "
-                                 f"need one line 'x1 y1 ... x5 y5' per frame")
-            points = points.reshape(-1, 5, 2)
+            note = read_annotation(path)
+            if len(note.landmarks) != len(clip):
+                raise ValueError(f"{path}: {len(note.landmarks)} lines of landmarks for a clip of {len(clip)} frames; "
+                                 f"need one line '[frame name] x1 y1 ... x5 y5' per frame")
+            named = any(n is not None for n in note.names) and clip.path.is_dir()
+            points = landmarks_for_frames(note, list_frames(clip.path), str(path)) if named else note.landmarks
             if self.cfg.landmark_sigma > 0:  # the restoration pipeline's smoothing (supp. Eq. 10)
                 smoother = StreamingGaussian(self.cfg.landmark_sigma)
                 smoothed = [v for p in points for v in smoother.push(p)] + smoother.finish()
                 points = np.stack(smoothed)
-            self._matrices[clip.name] = np.stack([crop_matrix(align_matrix(p), self.cfg.gt_size) for p in points])
+            self._landmarks[clip.name] = np.asarray(points, np.float64)
+        return self._landmarks[clip.name]
+
+    def _align_matrices(self, clip) -> np.ndarray:
+        """(N, 2, 3) frame -> gt_size crop matrices of every frame of ``clip`` from its landmarks."""
+        if clip.name not in self._matrices:
+            self._matrices[clip.name] = np.stack([crop_matrix(align_matrix(p), self.cfg.gt_size)
+                                                  for p in self._clip_landmarks(clip)])
         return self._matrices[clip.name]
 
     def _crop(self, frames: np.ndarray, name: str, matrices: Optional[np.ndarray]) -> np.ndarray:
@@ -129,13 +174,40 @@ class VideoClipDataset(Dataset):
         clip = self.clips[index % len(self.clips)]
         window = sample_window(len(clip), self.cfg.clip_length, self.cfg.intervals, rng,
                                self.cfg.reverse_prob, name=str(clip.path))
-        matrices = self._align_matrices(clip)[window] if self.cfg.landmarks else None
-        gt = self._crop(clip.read(window), clip.name, matrices)
-        if rng.uniform() < self.cfg.hflip_prob:
-            gt = np.ascontiguousarray(gt[:, :, ::-1])
-        params = sample_params(self.cfg.degradation, rng)
-        lq = degrade_clip(gt, params, self.cfg.degradation, rng)
+        if self.cfg.align == "after_degradation":
+            gt, lq = self._degrade_then_align(clip, window, rng)
+        else:
+            matrices = self._align_matrices(clip)[window] if self.cfg.landmarks else None
+            gt = self._crop(clip.read(window), clip.name, matrices)
+            if rng.uniform() < self.cfg.hflip_prob:
+                gt = np.ascontiguousarray(gt[:, :, ::-1])
+            params = sample_params(self.cfg.degradation, rng)
+            lq = degrade_clip(gt, params, self.cfg.degradation, rng)
         return {"gt": to_tensor(gt), "lq": to_tensor(lq), "key": f"{clip.name}/{window[0]:06d}"}
+
+    def _degrade_then_align(self, clip, window: List[int], rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+        """The release's order: unaligned window -> flip -> degrade -> align GT and LQ per frame.
+        The generator is drawn in the same order as the other path: window, flip, params, noise."""
+        deg = self.cfg.degradation
+        frames = np.stack([crop_to_multiple(f, 2 * deg.scale) for f in clip.read(window)])
+        points = self._clip_landmarks(clip)[window]
+        check_inside(points, frames.shape[2], frames.shape[1], f"clip {clip.name}")
+        if rng.uniform() < self.cfg.hflip_prob:
+            frames, points = mirror(frames, points)
+        params = sample_params(deg, rng)
+        lq = degrade_clip(frames, params, deg, rng)
+        pairs = [align_pair(f, small, p, self.cfg.gt_size) for f, small, p in zip(frames, lq, points)]
+        return np.stack([g for g, _ in pairs]), np.stack([s for _, s in pairs])
+
+
+def mirror(frames: np.ndarray, landmarks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Horizontal flip of (T, H, W, 3) frames and their (T, 5, 2) landmarks: x -> W - 1 - x (pixel
+    centres at integers, OpenCV's convention) and the left/right points swapped, so that the flipped
+    face is aligned upright onto the same template."""
+    width = frames.shape[2]
+    flipped = landmarks[:, MIRROR_ORDER].copy()
+    flipped[..., 0] = width - 1 - flipped[..., 0]
+    return np.ascontiguousarray(frames[:, :, ::-1]), flipped
 
 
 def to_tensor(frames: np.ndarray) -> torch.Tensor:

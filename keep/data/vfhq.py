@@ -38,7 +38,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from keep.face.align import FACE_SIZE, FFHQ_TEMPLATE_512, align_matrix, warp_face
+from keep.face.align import FACE_SIZE, FFHQ_TEMPLATE_512, align_matrix, crop_matrix, warp_face
 from keep.io import VIDEO_SUFFIXES, list_frames
 from keep.io.images import natural_key
 
@@ -215,16 +215,26 @@ def lq_matrix(landmarks: np.ndarray, scale: float) -> np.ndarray:
     return matrix
 
 
-def align_pair(gt: np.ndarray, lq: np.ndarray, landmarks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def crop_to_multiple(frame: np.ndarray, multiple: int) -> np.ndarray:
+    """Crop the bottom / right edge to a multiple (the top-left origin, and so the landmarks, stay):
+    unaligned frames made to fit ``scale`` and H.264's even 4:2:0 sizes before degradation."""
+    h, w = frame.shape[:2]
+    return frame[:h - h % multiple, :w - w % multiple]
+
+
+def align_pair(gt: np.ndarray, lq: np.ndarray, landmarks: np.ndarray,
+               size: int = FACE_SIZE) -> Tuple[np.ndarray, np.ndarray]:
     """The release's pair alignment of one frame: (GT (H, W, 3), LQ (H/s, W/s, 3)) uint8 RGB and the GT
-    frame's (5, 2) landmarks -> (aligned GT 512, aligned LQ 512/s).
+    frame's (5, 2) landmarks -> (aligned GT size, aligned LQ size/s).
 
     The release writes the crops at the input frames' own sizes (its GT frames are 512x512); here the
     crops are always 512 and 512/s: for 512x512 input that is the same, otherwise it is the top-left
-    512x512 (and 512/s) corner of the release's output, which is where the template puts the face."""
+    512x512 (and 512/s) corner of the release's output, which is where the template puts the face.
+    Another ``size`` (tiny training configs) resamples both crops as :func:`crop_matrix` does."""
     scale = gt.shape[0] / lq.shape[0]
     if abs(gt.shape[1] / lq.shape[1] - scale) > 1e-6:
         raise ValueError(f"GT {gt.shape[1]}x{gt.shape[0]} and LQ {lq.shape[1]}x{lq.shape[0]} differ in aspect")
-    aligned_gt = warp_face(gt, align_matrix(landmarks), FACE_SIZE)
-    aligned_lq = warp_face(lq, lq_matrix(landmarks, scale), int(round(FACE_SIZE / scale)))
+    aligned_gt = warp_face(gt, crop_matrix(align_matrix(landmarks), size), size)
+    # crop_matrix's factor is size / 512 = (size / s) / (512 / s): the same for the LQ crop
+    aligned_lq = warp_face(lq, crop_matrix(lq_matrix(landmarks, scale), size), int(round(size / scale)))
     return aligned_gt, aligned_lq

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from keep.config import to_dict
 from keep.data.degradation import DEFAULT_PROTOCOL, PROTOCOLS, degrade_frames, sample_params
 from keep.data.prepare import AtomicFrameFolder
-from keep.data.vfhq import align_pair, check_inside, list_dicface_clips, list_vfhq_clips
+from keep.data.vfhq import align_pair, check_inside, crop_to_multiple, list_dicface_clips, list_vfhq_clips
 from keep.evaluation.degrade_cli import ORDERS, check_existing, check_writable, split_config
 from keep.evaluation.levels import TABLE_A1, clip_seed
 from keep.io import InputError, open_source, read_image
@@ -64,12 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _read(path: Path) -> np.ndarray:
     return read_image(path)[0]
-
-
-def _crop_to(frame: np.ndarray, multiple: int) -> np.ndarray:
-    """Crop the bottom / right edge to a multiple (the top-left origin, and so the landmarks, stay)."""
-    h, w = frame.shape[:2]
-    return frame[:h - h % multiple, :w - w % multiple]
 
 
 def _write_clip(output: Path, name: str, pairs: Iterator, record: Dict, total: int) -> int:
@@ -129,9 +123,10 @@ def prepare_vfhq(frames: Path, annotations: Path, output: Path, level: str, prot
         rng = np.random.default_rng(clip_seed(level, clip.name, seed))
         params = sample_params(cfg, rng)
         params.seed = int(rng.integers(2 ** 31))
-        lq = degrade_frames((_crop_to(_read(f), multiple) for f in files), params, cfg)
+        lq = degrade_frames((crop_to_multiple(_read(f), multiple) for f in files), params, cfg)
         # the codec yields its first frame only once it has seen the whole clip: GT frames are read again
-        pairs = (align_pair(_crop_to(_read(f), multiple), small, lm) for f, small, lm in zip(files, lq, landmarks))
+        pairs = (align_pair(crop_to_multiple(_read(f), multiple), small, lm)
+                 for f, small, lm in zip(files, lq, landmarks))
         record = {"clip": clip.name, **wanted, "protocol": cfg.protocol, "codec_fps": cfg.fps,
                   "clip_seed": clip_seed(level, clip.name, seed), "params": params.to_dict(),
                   "gt": str(clip.frames[0].parent), "gt_size": [w, h],
