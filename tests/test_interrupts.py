@@ -196,19 +196,23 @@ def test_partial_files_of_a_killed_run_are_removed_by_the_next_run_of_that_outpu
     assert all((out / file).read_bytes() == data for file, data in lookalikes.items())
 
 
-def test_a_link_at_a_temporary_name_is_removed_not_written_through(tmp_path, tiny_weights, clip, capsys):
-    """A symlink where the writer's temporary goes: writing would replace the file it points to."""
+def test_links_at_the_temporary_names_are_removed_not_written_through(tmp_path, tiny_weights, clip, capsys):
+    """A symlink or a hard link where the writer's temporary goes: opening it for writing would replace
+    the user's file it leads to."""
     out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
     out.mkdir()
     elsewhere.mkdir()
-    precious = elsewhere / "precious.mp4"
-    shutil.copy(clip, precious)
-    before = digest(precious)
-    (out / ".clip_compare.partial.mp4").symlink_to(precious)
+    precious = {name: elsewhere / name for name in ("symlinked.mp4", "hardlinked.mp4")}
+    for file in precious.values():
+        shutil.copy(clip, file)
+    before = {name: digest(file) for name, file in precious.items()}
+    (out / ".clip_compare.partial.mp4").symlink_to(precious["symlinked.mp4"])
+    os.link(precious["hardlinked.mp4"], out / ".clip.partial.mp4")
     assert main(restore_argv(clip, out, tiny_weights, "--compare", "--no-progress")) == 0
     capsys.readouterr()
-    assert digest(precious) == before
-    assert not (out / "clip_compare.mp4").is_symlink() and frame_count(out / "clip_compare.mp4") == FRAMES
+    assert {name: digest(file) for name, file in precious.items()} == before
+    for video in ("clip.mp4", "clip_compare.mp4"):
+        assert not (out / video).is_symlink() and frame_count(out / video) == FRAMES
     assert partials(out) == []
 
 

@@ -75,8 +75,7 @@ def check_outputs(planned: List[PlannedInput], output_dir: Path, compare: bool) 
     for item in planned:
         for out in item.outputs(output_dir, compare):
             for source in input_files:
-                # the temporary too: the writer truncates whatever file its name leads to
-                if _same_file(out, source) or _same_file(partial_path(out), source):
+                if _same_file(out, source):
                     raise InputError(f"the output {out} would replace the input {source}; inputs are never "
                                      f"overwritten (not even with --overwrite): choose another output folder (-o)")
             key = out.resolve()
