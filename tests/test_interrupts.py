@@ -22,14 +22,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import torch
 
-from keep.api import CONFIGS, create_model
-from keep.checkpoint import save_inference_checkpoint
 from keep.cli import main
 from keep.io import writer as writer_module
 from keep.io.samples import write_sample_clip
 from keep.restore import pipeline, preflight
+from tiny_models import random_tiny_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -58,10 +56,7 @@ sys.exit(main(sys.argv[1:]))
 
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory):
-    torch.manual_seed(0)
-    net = create_model("keep-tiny", img_size=SIZE)
-    path = tmp_path_factory.mktemp("weights") / "keep_tiny_64.pth"
-    return save_inference_checkpoint(net, path, {"type": "KEEP", **CONFIGS["keep-tiny"], "img_size": SIZE})
+    return random_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "keep_tiny_64.pth", SIZE)
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,6 @@ import pytest
 import torch
 from scipy.signal import lfilter
 
-from keep.api import CONFIGS, create_model
-from keep.checkpoint import save_inference_checkpoint
 from keep.cli import main
 from keep.face.align import FFHQ_TEMPLATE_512
 from keep.face.causal_smoothing import LandmarkHold, OneEuroFilter
@@ -31,6 +29,7 @@ from keep.live.session import LiveSettings, run_session
 from keep.live.stream_io import LiveFrame, LiveInput
 
 from shared_material import VIDEOS, require
+from tiny_models import random_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 128   # the tiny configuration at 128 px (the synthetic clips are aligned 128x128 faces)
@@ -45,10 +44,7 @@ def decoded_frames(path_or_bytes):
 
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory):
-    torch.manual_seed(0)
-    net = create_model("keep-tiny", img_size=SIZE)
-    path = tmp_path_factory.mktemp("weights") / "keep_tiny.pth"
-    return save_inference_checkpoint(net, path, {"type": "KEEP", **CONFIGS["keep-tiny"], "img_size": SIZE})
+    return random_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "keep_tiny.pth", SIZE)
 
 
 @pytest.fixture(scope="module")
