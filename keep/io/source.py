@@ -17,7 +17,8 @@ from av.video.reformatter import Interpolation
 
 
 from keep.io.errors import InputError
-from keep.io.images import IMAGE_SUFFIXES, list_frames, read_image
+from keep.io.images import IMAGE_SUFFIXES, is_apple_double, list_frames, read_image
+from keep.io.outputs import describe_input_kind
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 DEFAULT_FOLDER_FPS = Fraction(20)  # the release's output rate, used only for frame folders without --fps
@@ -237,12 +238,15 @@ def find_inputs(path: Path) -> List[Path]:
     path = Path(path)
     if not path.exists():
         raise InputError(f"input {path} does not exist")
+    odd = describe_input_kind(path)
+    if odd:   # a FIFO would else be listed as a folder ("Not a directory")
+        raise InputError(f"{odd}; give a video file or a folder of frames (`keep live -` reads a pipe)")
     if path.is_file():
         if path.suffix.lower() not in VIDEO_SUFFIXES:
             raise InputError(f"{path}: unsupported file type; give a video ({', '.join(VIDEO_SUFFIXES)}), "
                              f"a folder of PNG/JPEG frames or a folder of videos")
         return [path]
-    entries = sorted(path.iterdir())
+    entries = sorted(p for p in path.iterdir() if not is_apple_double(p))
     videos = [p for p in entries if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]
     images = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if videos and images:
