@@ -19,8 +19,10 @@ import errno
 import os
 import shutil
 import socket
+import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, List, Optional, Tuple
+from typing import Iterable, Iterator, List, Optional, Tuple
 
 from keep.io.errors import InputError
 
@@ -103,9 +105,15 @@ def mark_owned(folder: Path, command: str) -> None:
     (Path(folder) / MARKER).write_text(f"{command}\nwritten by {command}; it may replace this folder whole\n")
 
 
+def _empty_folder(path: Path) -> bool:
+    """A real, empty folder: nothing in it to lose, so an output may take its place."""
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+
 def refuse_foreign(paths: Iterable[Path], command: str) -> None:
-    """Refuse (before any work) folders in the way of outputs that ``command`` did not write."""
-    foreign = [Path(p) for p in paths if os.path.lexists(p) and not is_owned(p)]
+    """Refuse (before any work) folders in the way of outputs that ``command`` did not write (an empty
+    folder is not in the way)."""
+    foreign = [Path(p) for p in paths if os.path.lexists(p) and not is_owned(p) and not _empty_folder(Path(p))]
     if foreign:
         more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
         raise InputError(f"{foreign[0]}{more} is in the way of an output and was not made by {command} (no "
@@ -139,6 +147,8 @@ class StagedFolder:
         """Move the staged folder onto ``dest``. An existing ``dest`` is replaced only when ``replace``
         and it was made by a keep command; otherwise :class:`InputError` (and the staging is kept
         until :meth:`abort`)."""
+        if _empty_folder(self.dest):
+            self.dest.rmdir()
         if os.path.lexists(self.dest):
             if not is_owned(self.dest):
                 refuse_foreign([self.dest], self.command)
@@ -157,6 +167,27 @@ class StagedFolder:
     def abort(self) -> None:
         if is_owned(self.path):
             shutil.rmtree(self.path, ignore_errors=True)
+
+
+class FrameFolderWriter(StagedFolder):
+    """Frames written one by one as ``dest/00000000.png ...`` into the staging folder; :meth:`commit`
+    swaps it onto ``dest``, replacing a folder of the same command left unfinished (no record yet),
+    never one it did not make. For the resumable commands (degrade, prepare, prepare-vfhq), which only
+    write what their records do not show as done."""
+
+    def __init__(self, dest: Path, command: str):
+        super().__init__(dest, command)
+        self.count = 0
+
+    def add(self, frame) -> None:
+        import cv2
+        path = self.path / f"{self.count:08d}.png"
+        if not cv2.imwrite(str(path), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {path}")
+        self.count += 1
+
+    def commit(self, replace: bool = True) -> Path:
+        return super().commit(replace)
 
 
 # ------------------------------------------------------------------------------------------ lock
@@ -216,9 +247,6 @@ class OutputLock:
                     if pid is not None else "another keep command"
                 raise InputError(f"{self.target} is being written by {who}; wait for it to finish or choose "
                                  f"another output (if no such run is going on, delete {self.path})") from None
-            except OSError as err:
-                raise InputError(f"cannot write to {self.path.parent} ({err.strerror or err}); choose another "
-                                 f"output or fix its permissions") from err
             with os.fdopen(handle, "w") as out:
                 out.write(f"{os.getpid()} {socket.gethostname()} {self.command}\n")
             self.held = True
@@ -269,9 +297,9 @@ class MadeFolders:
         while not os.path.lexists(parent) and parent != parent.parent:
             missing.append(parent)
             parent = parent.parent
-        if not parent.is_dir():
-            raise InputError(f"{self.path}: {parent} is {'a file' if parent.exists() else 'not a folder'}, so "
-                             f"no folder can be made there; give another path")
+        if not parent.is_dir():   # an OSError: the commands report it as "cannot write" with the reason
+            raise NotADirectoryError(errno.ENOTDIR, f"{parent} is {'a file' if parent.exists() else 'not a folder'}, "
+                                                    f"so no folder can be made there; give another path", str(self.path))
         self.created = missing    # before mkdir: it may fail half-way with some folders made
         self.path.mkdir(parents=True, exist_ok=True)
         return self.path
@@ -284,6 +312,30 @@ class MadeFolders:
                 folder.rmdir()              # only succeeds when empty
             except OSError:
                 break
+
+
+@contextmanager
+def claimed_folder(output: Path, command: str, inputs: Iterable[Path] = (),
+                   outputs: Iterable[Path] = ()) -> Iterator[OutputLock]:
+    """The ``-o`` folder of a command that writes a whole tree (degrade, prepare, prepare-vfhq, eval):
+    refused if it (or one of ``outputs`` in it) overlaps an input; made if absent (and removed again
+    if the run leaves it empty); locked against a second run for the duration of the block."""
+    inputs = list(inputs)
+    refuse_overlap(inputs, list(outputs), root=output, fix="choose another output folder (-o)")
+    made = MadeFolders(output)
+    try:
+        made.make()
+        lock = OutputLock.inside(output, command).acquire()
+    except BaseException:
+        made.remove_if_empty()
+        raise
+    try:
+        if lock.note:
+            print(f"note: {lock.note}", file=sys.stderr)
+        yield lock
+    finally:
+        lock.release()
+        made.remove_if_empty()
 
 
 # ------------------------------------------------------------------------------------------ errors
