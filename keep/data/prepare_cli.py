@@ -41,8 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from keep.io.outputs import refuse_overlap
     from keep.weights import WeightsNotFoundError
     try:
+        inputs = [p for p in (args.input, args.vfhq_frames, args.vfhq_annotations) if p is not None]
+        sub = [args.output / d for d in ("train", "val", "crop_landmarks", "meta")]
+        refuse_overlap(inputs, sub, root=args.output, fix="choose another output folder (-o)")   # before any model
         settings = PrepareSettings(detector=args.detector, size=args.size, sigma=args.sigma, max_gap=args.max_gap,
                                    min_frames=args.min_frames, min_face=args.min_face,
                                    min_sharpness=args.min_sharpness, shot_threshold=args.shot_threshold,
@@ -75,8 +79,6 @@ def main(args: argparse.Namespace) -> int:
             preparer.done(name, "vfhq" if args.vfhq_frames is not None else "video")
         from keep.evaluation.degrade_cli import check_writable
         from keep.io.outputs import claimed_folder
-        inputs = [p for p in (args.input, args.vfhq_frames, args.vfhq_annotations) if p is not None]
-        sub = [args.output / d for d in ("train", "val", "crop_landmarks", "meta")]
         with claimed_folder(args.output, "keep prepare", inputs, sub):
             check_writable(args.output)
             records = [run(item) for item in tqdm(items, desc="prepare", unit="video")]

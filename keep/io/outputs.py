@@ -75,10 +75,11 @@ def refuse_overlap(inputs: Iterable[Path], outputs: Iterable[Path], root: Option
     (``keep restore clip.mp4 -o .``) but may neither be an input nor lie inside an input folder."""
     inputs = [Path(p) for p in inputs]
     for out in outputs:
-        for source in inputs:
+        for source in inputs:   # the most precise message first: the very file, then inside, then around
             if same_file(out, source):
                 raise InputError(f"the output {out} would replace the input {source}; inputs are never written over (not "
                                  f"even with --overwrite): {fix}")
+        for source in inputs:
             if os.path.isdir(source) and _inside_or_same(out, source):
                 raise InputError(f"the output {out} lies inside the input {source}; inputs are never written "
                                  f"into: {fix}")
