@@ -33,9 +33,12 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"keep train: bad config {args.config}: {err}", file=sys.stderr)
         return 2
-    lock = None
-    try:
+    try:   # before train() sets up this run's log: reported on stderr
         lock = _claim_run_folder(cfg)
+    except (ValueError, OSError) as err:
+        print(f"keep train: {err}", file=sys.stderr)
+        return 1
+    try:
         trainer = train(cfg, resume=args.resume)
     except (MissingFilesError, FileNotFoundError, ValueError) as err:
         # every user-fixable problem (TrainSetupError, ConfigError, a missing file) is a ValueError
