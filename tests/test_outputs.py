@@ -158,3 +158,32 @@ def test_apple_double_files_are_not_frames(tmp_path, weights, one_thread):
     (clips / "._a.mp4").write_bytes(b"\x00\x05\x16\x07")
     from keep.io import find_inputs
     assert find_inputs(clips) == [clips / "a.mp4"]
+
+
+def test_frames_with_a_repeated_timestamp_are_re_timed_and_told(tmp_path):
+    """An mkv whose 4th frame repeats the 3rd's time: placed on the frame grid, and the notes say so."""
+    from fractions import Fraction
+
+    import av
+
+    from keep.io import open_source
+    path = tmp_path / "repeated.mkv"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        packets = []
+        for i in range(6):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 30 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 10)
+            packets += stream.encode(frame)
+        packets += stream.encode(None)
+        for packet in packets:
+            if packet.pts == 3:
+                packet.pts = packet.dts = 2      # the muxer's clock: a repeated time
+            out.mux(packet)
+    with open_source(path) as source:
+        ticks = [f.pts for f in source]
+        notes = source.info.notes
+    assert ticks == sorted(set(ticks)) and len(ticks) == 6
+    assert any("1 frame(s) had no timestamp after the previous frame's" in n for n in notes), notes

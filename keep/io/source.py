@@ -169,13 +169,14 @@ class VideoSource(FrameSource):
         tick = info.time_base
         step = 1 / (self._native_rate * tick)  # the input's frame duration in time-base units
         last_pts = None
-        index = 0
+        index = retimed = 0
         frame = self._first
         self._first = None
         while frame is not None:
             pts = frame.pts
             if pts is None or (last_pts is not None and pts <= last_pts):
-                # Missing or non-increasing timestamps: continue the regular grid.
+                # Missing or non-increasing timestamps: continue the regular grid (told in the summary).
+                retimed += last_pts is not None
                 pts = 0 if last_pts is None else last_pts + max(1, round(step))
             elif last_pts is not None and abs((pts - last_pts) - step) > 0.5 * step and not self.retimed:
                 info.note("variable frame rate: the input's timestamps are kept")
@@ -191,6 +192,9 @@ class VideoSource(FrameSource):
             last_pts = pts
             index += 1
             frame = self._decode_next(index)
+        if retimed:
+            info.note(f"{retimed} frame(s) had no timestamp after the previous frame's (missing, repeated or going "
+                      f"back): placed on the input's regular frame grid")
 
     def close(self) -> None:
         self._container.close()
