@@ -220,14 +220,21 @@ def _plan(args: argparse.Namespace) -> _Plan:
         print(f"keep restore: error: {reason}", file=sys.stderr)
     failures, skipped = len(bad), 0
     for item in list(good):
-        present = preflight.existing_outputs(item, args.output, args.compare, _wants_extras(args))
+        # Outputs are written atomically, so an existing one is a finished one.
+        if args.skip_existing and all(p.exists() for p in item.outputs(args.output, args.compare)):
+            good.remove(item)
+            skipped += 1
+            continue
+        try:
+            present = preflight.existing_outputs(item, args.output, args.compare, _wants_extras(args))
+        except InputError as err:    # a folder of the user's where --save-* would write
+            good.remove(item)
+            print(f"keep restore: error: {err}", file=sys.stderr)
+            failures += 1
+            continue
         if not present or args.overwrite:
             continue
         good.remove(item)
-        # Outputs are written atomically, so an existing one is a finished one.
-        if args.skip_existing and all(p.exists() for p in item.outputs(args.output, args.compare)):
-            skipped += 1
-            continue
         print(f"keep restore: error: {present[0]} already exists; pass --overwrite to replace it or "
               f"--skip-existing to keep it", file=sys.stderr)
         failures += 1
