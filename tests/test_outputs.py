@@ -73,6 +73,11 @@ def test_a_staged_folder_replaces_only_its_own_kind_and_whole(tmp_path):
         again.commit(replace=False)
     again.commit(replace=True)
     assert sorted(p.name for p in (tmp_path / "clip").iterdir()) == [MARKER, "a.png"]   # no stale b.png
+    other = StagedFolder(tmp_path / "clip", "keep restore")      # another command's folder: not its own
+    with pytest.raises(InputError, match="not made by keep restore"):
+        other.commit(replace=True)
+    other.abort()
+    assert (tmp_path / "clip" / "a.png").read_bytes() == b"3"
     user = tmp_path / "user"
     user.mkdir()
     (user / "mine.txt").write_text("keep me")

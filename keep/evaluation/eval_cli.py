@@ -99,7 +99,7 @@ def check_output(out: Path, overwrite: bool, inputs: List[Path]) -> None:
         if previous and not overwrite:
             raise UsageError(f"{out} already holds the results of a run ({', '.join(previous)}); "
                              f"pass --overwrite to replace them or choose another -o")
-        if previous and not is_owned(out):   # --overwrite replaces only keep eval's own files
+        if previous and not is_owned(out, "keep eval"):   # --overwrite replaces only keep eval's own files
             raise UsageError(f"{out} holds {', '.join(previous)} but not the {MARKER} marker keep eval writes, so "
                              f"they are not replaced, not even with --overwrite; move them or choose another -o")
     parent = out

@@ -95,11 +95,18 @@ def refuse_overlap(inputs: Iterable[Path], outputs: Iterable[Path], root: Option
 
 
 # ------------------------------------------------------------------------------------- ownership
-def is_owned(folder: Path) -> bool:
-    """True when ``folder`` is a real folder (not a link) that a keep command wrote (holds MARKER)."""
-    folder = Path(folder)
-    return folder.is_dir() and not folder.is_symlink() and (folder / MARKER).is_file() \
-        and not (folder / MARKER).is_symlink()
+def is_owned(folder: Path, command: Optional[str] = None) -> bool:
+    """True when ``folder`` is a real folder (not a link) holding the MARKER of a keep command (of
+    ``command`` when given: one command never replaces another's folder)."""
+    folder, marker = Path(folder), Path(folder) / MARKER
+    if not folder.is_dir() or folder.is_symlink() or not marker.is_file() or marker.is_symlink():
+        return False
+    if command is None:
+        return True
+    try:
+        return marker.read_text().splitlines()[:1] == [command]
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def mark_owned(folder: Path, command: str) -> None:
@@ -114,16 +121,17 @@ def _empty_folder(path: Path) -> bool:
 def refuse_foreign(paths: Iterable[Path], command: str) -> None:
     """Refuse (before any work) folders in the way of outputs that ``command`` did not write (an empty
     folder is not in the way)."""
-    foreign = [Path(p) for p in paths if os.path.lexists(p) and not is_owned(p) and not _empty_folder(Path(p))]
+    foreign = [Path(p) for p in paths
+               if os.path.lexists(p) and not is_owned(p, command) and not _empty_folder(Path(p))]
     if foreign:
         more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
         raise InputError(f"{foreign[0]}{more} is in the way of an output and was not made by {command} (no "
                          f"{MARKER} marker inside), so it is left alone: move it away or choose another -o")
 
 
-def remove_owned(folder: Path) -> bool:
-    """Delete ``folder`` if a keep command made it (MARKER); returns whether it did."""
-    if is_owned(folder):
+def remove_owned(folder: Path, command: str) -> bool:
+    """Delete ``folder`` if ``command`` made it (its MARKER); returns whether it did."""
+    if is_owned(folder, command):
         shutil.rmtree(folder)
         return True
     return False
@@ -138,7 +146,7 @@ class StagedFolder:
         self.dest = Path(dest)
         self.command = command
         self.path = self.dest.parent / f".{self.dest.name}.tmp"
-        if os.path.lexists(self.path) and not remove_owned(self.path):
+        if os.path.lexists(self.path) and not remove_owned(self.path, command):
             raise InputError(f"{self.path} is in the way (a temporary name of {command}) and was not made by it; "
                              f"move it away")
         self.path.mkdir(parents=True)
@@ -151,12 +159,11 @@ class StagedFolder:
         if _empty_folder(self.dest):
             self.dest.rmdir()
         if os.path.lexists(self.dest):
-            if not is_owned(self.dest):
-                refuse_foreign([self.dest], self.command)
+            refuse_foreign([self.dest], self.command)
             if not replace:
                 raise InputError(f"{self.dest} already exists; pass --overwrite to replace it")
             aside = self.dest.parent / f".{self.dest.name}.old"
-            if os.path.lexists(aside) and not remove_owned(aside):
+            if os.path.lexists(aside) and not remove_owned(aside, self.command):
                 raise InputError(f"{aside} is in the way and was not made by {self.command}; move it away")
             os.replace(self.dest, aside)
             os.replace(self.path, self.dest)
@@ -166,7 +173,7 @@ class StagedFolder:
         return self.dest
 
     def abort(self) -> None:
-        if is_owned(self.path):
+        if is_owned(self.path, self.command):
             shutil.rmtree(self.path, ignore_errors=True)
 
 

@@ -167,7 +167,7 @@ class Extras:
         if self.staged is not None:
             self.staged.commit(replace=overwrite)
         elif overwrite:
-            outputs.remove_owned(self.folder)
+            outputs.remove_owned(self.folder, "keep restore")
 
     def discard(self) -> None:
         if self.staged is not None:
