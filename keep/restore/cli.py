@@ -234,6 +234,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
             continue
         if not present or args.overwrite:
             continue
+        if args.skip_existing and present == [item.extras_dir(args.output)]:
+            continue    # its video is gone: restored again, and its own --save-* folder replaced with it
         good.remove(item)
         print(f"keep restore: error: {present[0]} already exists; pass --overwrite to replace it or "
               f"--skip-existing to keep it", file=sys.stderr)
@@ -284,7 +286,7 @@ def _run_items(restorer, items: list, args: argparse.Namespace, progress: dict,
         try:
             extras = preflight.Extras(item.extras_dir(args.output), _wants_extras(args))
             summary = restorer.run(item.path, item.name, extras_dir=extras.path)
-            extras.commit(args.overwrite)
+            extras.commit(args.overwrite or args.skip_existing)   # --skip-existing: only unfinished ones remain
         except expected as err:
             if extras is not None:
                 extras.discard()
