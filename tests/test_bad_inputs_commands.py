@@ -137,6 +137,12 @@ def download_dir_is_a_file(ws, monkeypatch):
     return ["download", "test-file", "--dir", _clip(ws)]
 
 
+def weights_dir_variable_is_a_file(ws, monkeypatch):
+    _registered(monkeypatch, (ws / "no-such-source.bin").as_uri())
+    monkeypatch.setenv("KEEP_WEIGHTS_DIR", _clip(ws))
+    return ["download", "test-file"]
+
+
 def download_second_run_refused(ws, monkeypatch):
     (ws / "source.bin").write_bytes(b"payload")
     _registered(monkeypatch, (ws / "source.bin").as_uri())
@@ -171,6 +177,7 @@ CASES = [
     Case("download-failure-leaves-no-folder", download_failure_leaves_no_folder, 1, "could not download",
          _no_new_folder),
     Case("download-dir-is-a-file", download_dir_is_a_file, 1, "c.mp4 is a file"),
+    Case("KEEP_WEIGHTS_DIR-is-a-file", weights_dir_variable_is_a_file, 1, "c.mp4 is a file"),
     Case("download-second-run-refused", download_second_run_refused, 1, "being written by keep download (pid 1)"),
     Case("demo-port-out-of-range", demo_port_out_of_range, 2, "99999 is out of range"),
     Case("demo-workdir-is-a-file", demo_workdir_is_a_file, 2, "cannot make a working folder"),
