@@ -32,6 +32,9 @@ from typing import Dict, NamedTuple, Optional
 
 from tqdm import tqdm
 
+from keep.io.errors import InputError
+from keep.io.outputs import MadeFolders, OutputLock
+
 KEEP_RELEASE = "https://github.com/jnjaby/KEEP/releases/download"
 CODEFORMER_RELEASE = "https://github.com/sczhou/CodeFormer/releases/download/v0.1.0"
 FACEXLIB_RELEASE = "https://github.com/xinntao/facexlib/releases/download"
@@ -148,7 +151,23 @@ def download_weight(name: str, root: Optional[Path] = None, progress: bool = Tru
     dest = item.path(root)
     if not item.published:
         raise WeightsNotFoundError(_unpublished_hint(item, dest))
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    made = MadeFolders(dest.parent)
+    try:
+        made.make()
+        lock = OutputLock.beside(dest, "keep download").acquire()   # one download of a file at a time
+    except (OSError, InputError) as err:
+        made.remove_if_empty()
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise WeightsNotFoundError(f"cannot download {item.filename} into {dest.parent}: {reason} (the weights "
+                                   f"folder is --dir, $KEEP_WEIGHTS_DIR, ./weights or ~/.cache/keep/weights)") from None
+    try:
+        return _fetch(item, dest, timeout, progress)
+    finally:
+        lock.release()
+        made.remove_if_empty()   # a failed download leaves no empty folders
+
+
+def _fetch(item: WeightFile, dest: Path, timeout: float = 30.0, progress: bool = True) -> Path:
     part = dest.with_name(dest.name + ".part")
     received, total = 0, None
     try:

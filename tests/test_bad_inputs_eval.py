@@ -8,6 +8,8 @@ To add a case: append a ``Case`` to ``CASES`` (``setup`` may change the workspac
 """
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -66,6 +68,16 @@ def _empty_gt(ws: Path) -> None:
     (ws / "empty").mkdir()
 
 
+def _running_eval(ws: Path) -> None:
+    """Another keep eval writes ws/out now (pid 1 always runs): keep/io/outputs.py's lock."""
+    (ws / "out").mkdir()
+    (ws / "out" / ".keep-lock").write_text(f"1 {socket.gethostname()} keep eval\n")
+
+
+def _symlink_loop(ws: Path) -> None:
+    os.symlink(ws / "loop", ws / "loop")
+
+
 CASES = [
     Case("unknown metric", lambda ws: _base(ws)[:-1] + ["psnr,sharpness"], 2, "unknown metric"),
     Case("empty metric list", lambda ws: _base(ws)[:-1] + [","], 2, "unknown metric"),
@@ -87,6 +99,13 @@ CASES = [
     Case("output not writable", lambda ws: _base(ws, out="/proc/keep-eval-test/out"), 2,   # absolute: ws / out = out
          "cannot write to /proc"),
     Case("output inside the GT", lambda ws: _base(ws, out="gt/eval"), 2, "inside the input"),
+    # keep/io/outputs.py (issue 20): --overwrite replaces only keep eval's own files; one run per folder
+    Case("--overwrite over files keep eval did not write", lambda ws: _base(ws, "--overwrite"), 2,
+         "not the .keep-output marker", _previous_run),
+    Case("output being written by another run", lambda ws: _base(ws), 2, "being written by keep eval (pid 1)",
+         _running_eval),
+    Case("output through a symlink loop", lambda ws: _base(ws, out="loop/eval"), 2, "points back to itself",
+         _symlink_loop),
     Case("window 0", lambda ws: _base(ws, "--window", "0"), 2, "--window must be at least 1"),
     Case("max-frames 0", lambda ws: _base(ws, "--max-frames", "0"), 2, "--max-frames must be at least 1"),
     Case("negative crop border", lambda ws: _base(ws, "--crop-border", "-2"), 2, "--crop-border must be >= 0"),

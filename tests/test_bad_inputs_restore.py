@@ -1,13 +1,16 @@
 """Bad-input table for `keep restore`: one parametrised test; each case is argv + expected exit code +
 a fragment of the message; every case must write nothing and leave the inputs byte for byte unchanged.
 Add a case by appending a row to CASES. Placeholders: {clip} a small video, {dir} its folder,
-{out} a fresh output folder, {txt} a text file, {broken} garbage named .mp4, {missing} no such path."""
+{out} a fresh output folder, {txt} a text file, {broken} garbage named .mp4, {missing} no such path,
+{frames} a frame folder among the inputs, {loop} a symlink to itself, {fifo} a named pipe."""
 import hashlib
+import os
 
 import numpy as np
 import pytest
 
 from keep.cli import main
+from keep.io.images import write_image
 from keep.io.samples import write_sample_clip
 
 CASES = [
@@ -33,6 +36,11 @@ CASES = [
     ("sigma-negative", ["{clip}", "-o", "{out}", "--smooth-sigma", "-1"], 2, "out of range"),
     ("sigma-nan", ["{clip}", "-o", "{out}", "--smooth-sigma", "nan"], 2, "is not a number"),
     ("bad-input-before-missing-weights", ["{broken}", "-o", "{out}", "--weights", "{missing}"], 1, "broken.mp4"),
+    # keep/io/outputs.py: outputs never resolve to, lie inside or contain an input; a loop is one line
+    ("output-symlink-loop", ["{clip}", "-o", "{loop}/results"], 1, "points back to itself"),
+    ("output-inside-frame-folder", ["{frames}", "-o", "{frames}/results"], 1, "lies inside the input"),
+    ("save-faces-into-frame-folder", ["{frames}", "-o", "{dir}", "--save-faces"], 1, "would replace the input"),
+    ("input-is-a-fifo", ["{fifo}", "-o", "{out}"], 1, "is a named pipe (FIFO)"),
 ]
 
 
@@ -44,6 +52,9 @@ def workspace(tmp_path_factory):
     clip = write_sample_clip([np.full((32, 32, 3), 100, np.uint8)] * 2, inputs / "clip.mp4", tone_hz=None)
     (inputs / "notes.txt").write_text("not a video")
     (inputs / "broken.mp4").write_bytes(b"not a video at all" * 100)
+    (inputs / "frames").mkdir()
+    for i in range(2):
+        write_image(inputs / "frames" / f"{i:08d}.png", np.full((32, 32, 3), 90, np.uint8))
     return root, inputs, clip
 
 
@@ -56,8 +67,12 @@ def _snapshot(folder):
 def test_bad_input_fails_clearly_and_writes_nothing(workspace, tmp_path, capsys, argv, code, fragment):
     root, inputs, clip = workspace
     out = tmp_path / "out"
+    loop, fifo = tmp_path / "loop", tmp_path / "pipe.mp4"
+    os.symlink(loop, loop)
+    os.mkfifo(fifo)
     values = {"clip": clip, "dir": inputs, "out": out, "txt": inputs / "notes.txt",
-              "broken": inputs / "broken.mp4", "missing": root / "no_such_thing.mp4"}
+              "broken": inputs / "broken.mp4", "missing": root / "no_such_thing.mp4",
+              "frames": inputs / "frames", "loop": loop, "fifo": fifo}
     before = _snapshot(inputs)
     argv = [a.format(**values) for a in argv]
     try:

@@ -3,7 +3,9 @@
 One row per case (issue 8, items 6, 8, 9, 10); add rows as cases are found. Each row prepares a
 run folder, returns the `keep train` arguments, and names a phrase the message must contain.
 """
+import errno
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -72,8 +74,16 @@ def resume_foreign_file(tmp):
     return _args(tmp) + ["--resume", str(path)], 1, "not a KEEP training checkpoint"
 
 
+def run_folder_in_use(tmp):
+    """Another training writes this run folder now (pid 1 always runs): refused (keep/io/outputs.py)."""
+    run = tmp / "runs" / "tiny_stage1"
+    run.mkdir(parents=True)
+    (run / ".keep-lock").write_text(f"1 {socket.gethostname()} keep train\n")
+    return _args(tmp), 1, "being written by keep train (pid 1)"
+
+
 CASES = [malformed_yaml, missing_config, unknown_net_type, bad_arch_argument, absurd_size, init_with_foreign_keys,
-         truncated_init, malicious_resume, resume_with_changed_net, resume_foreign_file]
+         truncated_init, malicious_resume, resume_with_changed_net, resume_foreign_file, run_folder_in_use]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__)
@@ -116,3 +126,20 @@ def test_stale_temporaries_of_a_killed_save_are_removed(tmp_path, one_thread):
     live.write_bytes(b"half")
     assert main(_args(tmp_path)) == 0
     assert not stale.exists() and live.exists()
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_partial_checkpoint(tmp_path, capsys, monkeypatch, one_thread):
+    """ENOSPC in the middle of a checkpoint save: one line, exit 1, the half-written file removed."""
+    from keep.engine import checkpoint
+
+    def full_disk(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    capsys.readouterr()
+    assert main(_args(tmp_path)) == 1
+    err = capsys.readouterr().err
+    assert "the disk is full" in err and "--resume" in err and "Traceback" not in err, err
+    run = tmp_path / "runs" / "tiny_stage1"
+    assert not [p.name for p in run.rglob("*tmp*")] and not (run / ".keep-lock").exists()

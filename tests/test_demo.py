@@ -215,7 +215,7 @@ def test_one_run_at_a_time_queue_position_and_cancel(app, long_clip, wild_clip, 
     assert message.startswith("**Cancelled:**"), message
     result = waiting.result(timeout=120)
     assert result[0].startswith(f"**Done:** wild: {FRAMES} frames"), result[0]
-    sessions = app["dirs"]["work"] / "sessions"
+    sessions = next(app["dirs"]["work"].glob("keep-demo-*")) / "sessions"   # the app's own folder in --workdir
     assert not list(sessions.glob(f"{first.session_hash}/run-*"))      # A's cancelled run: removed
     assert (sessions / second.session_hash / "run-1" / "output" / "wild.mp4").is_file()   # B's result
 
@@ -307,14 +307,16 @@ def test_workspace_removes_only_what_the_app_wrote(tmp_path):
     root.mkdir()
     (root / "mine.txt").write_text("the user's")
     workspace = Workspace(root)
+    # Gradio serves what lies in its folder: the app's is a fresh one, so the user's files are not in it
+    assert workspace.root.parent == root.resolve() and not list(workspace.root.iterdir())
     session = workspace.session("abc")
     run = session.new_run_folder()
     (run / "out.mp4").write_bytes(b"x")
-    upload = root / ("f" * 64) / "clip.mp4"
+    upload = workspace.root / ("f" * 64) / "clip.mp4"
     upload.parent.mkdir()
     upload.write_bytes(b"x")
     session.remember_upload(str(upload))
-    (root / "gradio-scratch").mkdir()
+    (workspace.root / "gradio-scratch").mkdir()
     # another page uploaded the same bytes (Gradio stores them once): the file stays while it needs it
     workspace.session("other").remember_upload(str(upload))
     workspace.end_session("abc")

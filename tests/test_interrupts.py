@@ -151,7 +151,7 @@ def test_a_signal_mid_run_ends_cleanly(tmp_path, tiny_weights, clip, signum, cod
     extra = ["--compare", "--save-faces"] + ([] if overlap else ["--no-overlap"])
     child = SlowChild(restore_argv(clip, out, tiny_weights, *extra))
     child.wait_until_running(out, [".clip.partial.mp4", ".clip_compare.partial.mp4"])
-    assert (out / "clip" / "restored_faces").is_dir()        # --save-faces has written some PNGs
+    assert (out / ".clip.tmp" / "restored_faces").is_dir()   # --save-faces has written some PNGs (staged)
     child.process.send_signal(signum)
     assert child.finish() == code, child.stderr[-3000:]
     stderr = child.stderr

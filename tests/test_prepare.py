@@ -195,7 +195,7 @@ def test_prepare_resumes_refuses_and_filters(prepared, tmp_path, capsys):
     assert len(rejected) == 1 and "sharpness" in rejected[0]["reasons"][0]
     out3 = tmp_path / "out3"
     assert keep_main(["prepare", str(blurred / "sharp"), "-o", str(out3), "--detector", "dlib", "--size", "128",
-                      "--min-frames", "8", "--min-face", "1000"]) == 0
+                      "--min-frames", "8", "--min-face", "1000"]) == 1   # no segment kept: an error
     assert "face covers" in json.loads((out3 / "meta" / "sharp.json").read_text())["rejected"][0]["reasons"][0]
     assert not (out3 / "train").exists() or not any((out3 / "train").iterdir())
 

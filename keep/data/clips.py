@@ -67,6 +67,8 @@ def list_clips(root: Path, names: Sequence[str] = ()) -> List[ClipSource]:
                                 f"(one frame folder or video per clip, see docs/training.md)")
     found: Dict[str, Path] = {}
     for p in sorted(root.iterdir()):
+        if p.name.startswith("."):   # macOS ``._*`` metadata, temporaries of an interrupted keep command
+            continue
         if p.is_dir() or p.suffix.lower() in VIDEO_SUFFIXES:
             found[p.stem if p.is_file() else p.name] = p
     if names:

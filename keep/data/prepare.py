@@ -33,7 +33,6 @@ import hashlib
 import itertools
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -47,32 +46,7 @@ from keep.face.detect import FaceDetector
 from keep.face.smoothing import GapFiller, StreamingGaussian
 from keep.face.tracking import FaceTracker
 from keep.io import open_source
-
-
-class AtomicFrameFolder:
-    """Frames written one by one as ``dest/00000000.png ...`` into a hidden sibling folder, renamed
-    onto ``dest`` by :meth:`commit` (``dest`` is complete or absent), removed by :meth:`abort`."""
-
-    def __init__(self, dest: Path):
-        self.dest = Path(dest)
-        self.tmp = self.dest.parent / f".{self.dest.name}.tmp"
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.mkdir(parents=True)
-        self.count = 0
-
-    def add(self, frame: np.ndarray) -> None:
-        path = self.tmp / f"{self.count:08d}.png"
-        if not cv2.imwrite(str(path), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"could not write {path}")
-        self.count += 1
-
-    def commit(self) -> None:
-        if self.dest.exists():
-            shutil.rmtree(self.dest)
-        os.replace(self.tmp, self.dest)
-
-    def abort(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
+from keep.io.outputs import FrameFolderWriter
 
 
 @dataclass
@@ -221,7 +195,7 @@ def write_segments(frames: Iterable[np.ndarray], segments: List[Segment], settin
     """Pass 2: warp every frame of every segment into its temporary folder, apply the filters and
     commit the kept ones (``folder_of(segment)`` is the destination); returns the kept segments."""
     from keep.data.vfhq import write_annotation
-    open_ = {id(s): AtomicFrameFolder(folder_of(s)) for s in segments}
+    open_ = {id(s): FrameFolderWriter(folder_of(s), "keep prepare") for s in segments}
     crop_points: Dict[int, List[np.ndarray]] = {id(s): [] for s in segments}
     scores: Dict[int, List[float]] = {id(s): [] for s in segments}
     sides: Dict[int, List[float]] = {id(s): [] for s in segments}

@@ -41,8 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from keep.io.outputs import refuse_overlap
     from keep.weights import WeightsNotFoundError
     try:
+        inputs = [p for p in (args.input, args.vfhq_frames, args.vfhq_annotations) if p is not None]
+        sub = [args.output / d for d in ("train", "val", "crop_landmarks", "meta")]
+        refuse_overlap(inputs, sub, root=args.output, fix="choose another output folder (-o)")   # before any model
         settings = PrepareSettings(detector=args.detector, size=args.size, sigma=args.sigma, max_gap=args.max_gap,
                                    min_frames=args.min_frames, min_face=args.min_face,
                                    min_sharpness=args.min_sharpness, shot_threshold=args.shot_threshold,
@@ -74,8 +78,10 @@ def main(args: argparse.Namespace) -> int:
         for name in names:                       # refuse a mismatch before any work
             preparer.done(name, "vfhq" if args.vfhq_frames is not None else "video")
         from keep.evaluation.degrade_cli import check_writable
-        check_writable(args.output)
-        records = [run(item) for item in tqdm(items, desc="prepare", unit="video")]
+        from keep.io.outputs import claimed_folder
+        with claimed_folder(args.output, "keep prepare", inputs, sub):
+            check_writable(args.output)
+            records = [run(item) for item in tqdm(items, desc="prepare", unit="video")]
     except (FileNotFoundError, InputError, ValueError, WeightsNotFoundError) as err:
         print(f"keep prepare: error: {err}", file=sys.stderr)
         return 2
@@ -88,4 +94,13 @@ def main(args: argparse.Namespace) -> int:
         segs = [s["name"] for r in records if r["split"] == split for s in r["kept"]]
         print(f"{split}: {len(segs)} segment(s) in {args.output / split}")
     print(f"{len(records)} input(s): {kept} segment(s) kept, {rejected} rejected (reasons in {args.output / 'meta'})")
+    for record in records:
+        if not record["kept"] and not record["rejected"]:
+            print(f"warning: {record['video']}: no face found in any of its {record['frames']} frames; nothing "
+                  f"was written for it (try --detector retinaface: dlib misses small and turned faces)",
+                  file=sys.stderr)
+    if kept == 0:   # an empty dataset is a failure, not a result (docs/training-data.md)
+        print(f"keep prepare: error: no segment was kept, so {args.output} holds no training clip; see the "
+              f"warnings above and the reasons in {args.output / 'meta'}", file=sys.stderr)
+        return 1
     return 0

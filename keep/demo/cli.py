@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from keep.restore.cli import _number
+
 EPILOG = """examples:
   keep demo                                  # http://127.0.0.1:7860, KEEP v1.0.0 (fetched on first use)
   keep demo --weights my_export.pth --port 8000
@@ -22,12 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--port", type=_number(int, "a port number", low=1, high=65535), default=7860,
+                        help="port (default 7860)")
     parser.add_argument("--share", action="store_true",
                         help="also open a public gradio.live link (Gradio's tunnel; only when asked)")
     parser.add_argument("--workdir", type=Path, default=None,
-                        help="folder for uploads, runs and temporary files (default: a new temporary folder); "
-                             "what the app writes there is removed when it stops")
+                        help="folder in which the app makes its own folder for uploads, runs and temporary "
+                             "files (default: the system's temporary folder); removed when it stops. Files "
+                             "already in it are never served nor touched")
     parser.add_argument("--weights", default="keep-v1",
                         help="default weights: registry name or checkpoint path (added to the page's list)")
     parser.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
@@ -59,7 +63,12 @@ def main(args: argparse.Namespace) -> int:
             print(f"keep demo: error: --examples {args.examples} is not a folder", file=sys.stderr)
             return 2
         examples = sorted(p.resolve() for p in args.examples.iterdir() if p.suffix.lower() in UPLOAD_SUFFIXES)
-    workspace = Workspace(args.workdir)
+    try:
+        workspace = Workspace(args.workdir)
+    except OSError as err:
+        print(f"keep demo: error: cannot make a working folder in {args.workdir}: {err.strerror or err}",
+              file=sys.stderr)
+        return 2
     # Gradio reads these when it is imported: uploads and its cache go into the working folder.
     os.environ["GRADIO_TEMP_DIR"] = str(workspace.root)
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(workspace.root / "examples-cache")

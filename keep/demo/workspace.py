@@ -1,14 +1,15 @@
 """The demo's working folder, its sessions, and what an upload must satisfy before a run starts.
 
-Everything the app writes lives under one folder (``--workdir``, default a fresh temporary folder):
+Everything the app writes lives under one folder it creates (``keep-demo-XXXX``, a fresh temporary
+folder, inside ``--workdir`` when one is given, so that no file that was already there is ever served):
 
     <root>/<hash>/<name>            uploads, as Gradio stores them (GRADIO_TEMP_DIR points at <root>)
     <root>/sessions/<session>/run-N one restoration: outputs, PNGs for the frame viewer, extracted zip
 
 Gradio serves files that lie inside its upload folder without copying them, so the run folders are
-shown in place. A session's folder and its uploads are removed when its page is closed; when the app
-stops, everything it wrote is removed: the whole root when the app created it, else every entry of
-the root that was not there when the app started (Gradio's own scratch files included).
+shown in place: a folder of the user's is therefore never the root (its files would be served). A
+session's folder and its uploads are removed when its page is closed; when the app stops, the whole
+root is removed (Gradio's own scratch files included), and --workdir too if the app made it.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import Dict, List, Optional
 
 from keep.io.errors import InputError
 from keep.io.images import IMAGE_SUFFIXES
+from keep.io.outputs import MadeFolders
 from keep.io.source import VIDEO_SUFFIXES, SourceInfo, open_source
 
 UPLOAD_SUFFIXES = VIDEO_SUFFIXES + (".zip",)
@@ -73,11 +75,12 @@ class Session:
 class Workspace:
     """The app's working folder and its sessions (thread-safe)."""
 
-    def __init__(self, root: Optional[Path] = None):
-        self.created = root is None
-        self.root = Path(tempfile.mkdtemp(prefix="keep-demo-") if root is None else root).expanduser().resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._before = {entry.name for entry in self.root.iterdir()}   # the user's: never removed
+    def __init__(self, workdir: Optional[Path] = None):
+        self._made = None
+        if workdir is not None:   # keep/io/outputs.py: the app's own folder inside it, the rest never touched
+            self._made = MadeFolders(Path(workdir).expanduser())
+            self._made.make()
+        self.root = Path(tempfile.mkdtemp(prefix="keep-demo-", dir=workdir)).resolve()
         self.sessions_dir = self.root / "sessions"
         self._sessions: Dict[str, Session] = {}
         self._lock = threading.Lock()
@@ -124,16 +127,9 @@ class Workspace:
         """End every session and remove what the app wrote."""
         for key in list(self._sessions):
             self.end_session(key)
-        if self.created:
-            shutil.rmtree(self.root, ignore_errors=True)
-            return
-        for entry in self.root.iterdir() if self.root.is_dir() else []:
-            if entry.name in self._before:
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+        if self._made is not None:
+            self._made.remove_if_empty()
 
 
 def _safe_key(key: str) -> str:

@@ -33,6 +33,11 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"keep train: bad config {args.config}: {err}", file=sys.stderr)
         return 2
+    try:   # before train() sets up this run's log: reported on stderr
+        lock = _claim_run_folder(cfg)
+    except (ValueError, OSError) as err:
+        print(f"keep train: {err}", file=sys.stderr)
+        return 1
     try:
         trainer = train(cfg, resume=args.resume)
     except (MissingFilesError, FileNotFoundError, ValueError) as err:
@@ -43,9 +48,18 @@ def main(args: argparse.Namespace) -> int:
     except PermissionError as err:
         _report(f"cannot write the run folder: {err}; pick another output_dir")
         return 1
+    except OSError as err:   # disk full while saving: the checkpoint's temporary is already removed
+        from keep.io.outputs import is_disk_full
+        what = "the disk is full" if is_disk_full(err) else "cannot read or write"
+        _report(f"{what}: {err.filename or ''} ({err.strerror or err}); the last complete checkpoint is kept: "
+                f"free some space and continue with --resume")
+        return 1
     except KeyboardInterrupt:
         print("keep train: interrupted; continue from the last checkpoint with --resume")
         return 130
+    finally:
+        if lock is not None:
+            lock.release()
     if trainer.stop_requested:
         if trainer.dist.is_main:
             print(f"keep train: stopped at step {trainer.step} (checkpoint saved); continue with --resume")
@@ -53,6 +67,24 @@ def main(args: argparse.Namespace) -> int:
     if trainer.dist.is_main:
         print(f"keep train: done at step {trainer.step}; run folder {trainer.run_dir}")
     return 0
+
+
+def _claim_run_folder(cfg):
+    """keep/io/outputs.py for a run folder: never one of the data folders nor inside one, and one
+    training per run folder at a time (the lock is the first process's: torchrun's other ranks share it)."""
+    import os
+
+    from keep.io.outputs import MadeFolders, OutputLock, refuse_overlap
+    run_dir = Path(cfg.output_dir) / cfg.name
+    data = [Path(d.root) for d in (cfg.data.train, cfg.data.val) if d is not None and d.root]
+    refuse_overlap(data, [run_dir], fix="set output_dir (or name) outside the data folders")
+    if os.environ.get("RANK", "0") != "0":
+        return None
+    MadeFolders(run_dir).make()
+    lock = OutputLock.inside(run_dir, "keep train").acquire()
+    if lock.note:
+        print(f"note: {lock.note}", file=sys.stderr)
+    return lock
 
 
 def _report(err) -> None:

@@ -10,17 +10,15 @@ Frames are (T, H, W, 3) uint8 RGB.
 """
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Dict, Optional
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from keep.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, list_frames
 from keep.io.images import natural_key
+from keep.io.outputs import FrameFolderWriter
 
 RESTORED_FACES = "restored_faces"  # the sub-folder `keep restore --save-faces` writes
 
@@ -55,19 +53,18 @@ def list_clips(root: Path) -> Dict[str, Path]:
     return clips
 
 
-def write_frames(frames: np.ndarray, dest: Path, desc: str = "") -> None:
+def write_frames(frames: np.ndarray, dest: Path, desc: str = "", command: str = "keep") -> None:
     """Write (T, H, W, 3) uint8 RGB as ``dest/00000000.png ...`` atomically: into a hidden temporary
-    sibling folder first, then renamed, so ``dest`` is either complete or absent."""
-    dest = Path(dest)
-    tmp = dest.parent / f".{dest.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for i, frame in enumerate(tqdm(frames, desc=desc or dest.name, leave=False, disable=not desc)):
-        if not cv2.imwrite(str(tmp / f"{i:08d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"could not write {tmp / f'{i:08d}.png'}")
-    if dest.exists():
-        shutil.rmtree(dest)
-    os.replace(tmp, dest)
+    sibling folder first, then swapped in, so ``dest`` is either complete or absent. An existing
+    ``dest`` is replaced only if a keep command made it (keep/io/outputs.py)."""
+    folder = FrameFolderWriter(Path(dest), command)
+    try:
+        for frame in tqdm(frames, desc=desc or folder.dest.name, leave=False, disable=not desc):
+            folder.add(frame)
+        folder.commit()
+    except BaseException:
+        folder.abort()
+        raise
 
 
 def _frame_folder(folder: Path) -> Optional[Path]:

@@ -39,6 +39,7 @@ from keep.evaluation.clips import list_clips, write_frames
 from keep.evaluation.levels import TABLE_A1, clip_seed, level_config
 from keep.io import InputError, open_source
 from keep.io.errors import write_error_message
+from keep.io.outputs import claimed_folder, refuse_foreign, refuse_overlap
 
 ORDERS = {"paper": PAPER_ORDER, "release": RELEASE_ORDER}
 
@@ -146,14 +147,30 @@ def degrade_split(gt: Path, level: str, output: Path, seed: int = 0, order: Opti
         tqdm.write(f"note: protocol {cfg.protocol} with {key}={value!r} (the protocol's own is {preset!r})")
     clips = list_clips(gt)
     wanted = _settings(level, seed, max_frames, cfg)
+    # keep/io/outputs.py: -o is never the GT folder nor inside it; a clip folder left by this command
+    # without its JSON (an interrupted run) is remade, a folder it did not make is never touched
+    refuse_overlap([gt, *clips.values()], [p for n in clips for p in (output / n, output / f"{n}.json")],
+                   root=output, fix="choose an -o outside the GT clips")
     check_existing(output, clips, wanted)
-    check_writable(output)
+    todo = [n for n in clips if _done(output, n) is None]
+    refuse_foreign([output / n for n in todo], "keep degrade")
+    with claimed_folder(output, "keep degrade", [gt]):
+        check_writable(output)
+        return _degrade_clips(clips, todo, output, level, seed, cfg, wanted, max_frames)
+
+
+def _done(output: Path, name: str) -> Optional[Dict]:
+    meta = output / f"{name}.json"
+    return _load_record(meta) if meta.is_file() and (output / name).is_dir() else None
+
+
+def _degrade_clips(clips, todo, output: Path, level: str, seed: int, cfg: DegradationConfig, wanted: Dict,
+                   max_frames: Optional[int]) -> dict:
     records = {}
     for name, path in tqdm(clips.items(), desc=f"degrade {level} ({cfg.protocol})", unit="clip"):
         meta = output / f"{name}.json"
-        record = _load_record(meta) if meta.is_file() and (output / name).is_dir() else None
-        if record is not None:
-            records[name] = record
+        if name not in todo:
+            records[name] = _done(output, name)
             continue
         rng = np.random.default_rng(clip_seed(level, name, seed))
         params = sample_params(cfg, rng)
@@ -161,7 +178,7 @@ def degrade_split(gt: Path, level: str, output: Path, seed: int = 0, order: Opti
         params.seed = int(rng.integers(2 ** 31))
         count = [0]
         lq = degrade_frames(_gt_frames(path, max_frames, name, cfg.scale, count), params, cfg)
-        write_frames(lq, output / name)
+        write_frames(lq, output / name, command="keep degrade")
         record = {"clip": name, **wanted, "protocol": cfg.protocol, "codec_fps": cfg.fps,
                   "clip_seed": clip_seed(level, name, seed), "frames": count[0], "gt": str(path),
                   "params": params.to_dict()}

@@ -33,6 +33,7 @@ from keep.evaluation.evaluate import METRIC_NAMES, MetricOptions, build_metrics,
     method_summary, parse_metric_names, probe_clips
 from keep.evaluation.plots import plot_identity, plot_per_frame, plot_temporal_slices
 from keep.evaluation.tables import summary_markdown, write_csvs, write_summary
+from keep.io.outputs import MARKER, claimed_folder, is_owned, mark_owned, refuse_overlap
 
 # what a run writes into OUT; an existing one means OUT holds a previous run
 OUTPUTS = ("per_clip.csv", "per_frame.csv", "summary.md", "metrics.json", "plots")
@@ -89,18 +90,18 @@ def _method_names(preds, names):
 def check_output(out: Path, overwrite: bool, inputs: List[Path]) -> None:
     """Refuse an output location that cannot be written, lies inside an input, or holds a previous
     run (without ``overwrite``): before any work, and without creating anything."""
-    out_abs = out.resolve()
-    for path in inputs:
-        path = path.resolve()
-        if out_abs == path or path in out_abs.parents:
-            raise UsageError(f"-o {out} is inside the input {path}; choose an output folder outside the inputs")
+    refuse_overlap(inputs, [out / name for name in OUTPUTS], root=out,
+                   fix="choose an output folder outside the inputs")
     if out.exists() and not out.is_dir():
         raise UsageError(f"-o {out} exists and is not a folder; give a folder")
     if out.is_dir():
-        previous = [name for name in OUTPUTS if (out / name).exists()]
+        previous = [name for name in OUTPUTS if os.path.lexists(out / name)]
         if previous and not overwrite:
             raise UsageError(f"{out} already holds the results of a run ({', '.join(previous)}); "
                              f"pass --overwrite to replace them or choose another -o")
+        if previous and not is_owned(out, "keep eval"):   # --overwrite replaces only keep eval's own files
+            raise UsageError(f"{out} holds {', '.join(previous)} but not the {MARKER} marker keep eval writes, so "
+                             f"they are not replaced, not even with --overwrite; move them or choose another -o")
     parent = out
     while not parent.exists():
         parent = parent.parent
@@ -178,6 +179,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.crop_border < 0:
         raise UsageError(f"--crop-border must be >= 0, got {args.crop_border}")
     check_output(args.output, args.overwrite, [args.gt, *args.pred])
+    with claimed_folder(args.output, "keep eval", [args.gt, *args.pred]):
+        return _evaluate(args, names, methods)
+
+
+def _evaluate(args: argparse.Namespace, names, methods) -> int:
     pairs = {m: match_clips(p, args.gt, args.allow_name_mismatch) for m, p in zip(methods, args.pred)}
     for clip_pairs in pairs.values():
         probe_clips(clip_pairs)
@@ -215,7 +221,8 @@ def _per_frame_columns(results, metrics) -> Dict[str, Dict[str, list]]:
 
 
 def _write_outputs(out: Path, results, metrics, text: str, info_json: str, args) -> None:
-    """Write everything into OUT/.keep-eval-staging, then replace the previous run's files by them."""
+    """Write everything into OUT/.keep-eval-staging, then replace the previous run's files by them (all of
+    them: a file the new run does not write goes too); OUT gets keep eval's marker (keep/io/outputs.py)."""
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".keep-eval-staging-", dir=out))
     try:
@@ -231,6 +238,7 @@ def _write_outputs(out: Path, results, metrics, text: str, info_json: str, args)
                 old.unlink()
             if new.exists():
                 os.replace(new, old)
+        mark_owned(out, "keep eval")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

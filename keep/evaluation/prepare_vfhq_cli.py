@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from keep.config import to_dict
 from keep.data.degradation import DEFAULT_PROTOCOL, PROTOCOLS, degrade_frames, sample_params
-from keep.data.prepare import AtomicFrameFolder
+from keep.io.outputs import FrameFolderWriter, claimed_folder
 from keep.data.vfhq import align_pair, check_inside, crop_to_multiple, list_dicface_clips, list_vfhq_clips
 from keep.evaluation.degrade_cli import ORDERS, check_existing, check_writable, split_config
 from keep.evaluation.levels import TABLE_A1, clip_seed
@@ -68,7 +68,8 @@ def _read(path: Path) -> np.ndarray:
 
 def _write_clip(output: Path, name: str, pairs: Iterator, record: Dict, total: int) -> int:
     """Write the aligned pairs of a clip atomically, the JSON last; returns the frame count."""
-    gt_dir, lq_dir = AtomicFrameFolder(output / "GT" / name), AtomicFrameFolder(output / "LQ" / name)
+    gt_dir = FrameFolderWriter(output / "GT" / name, "keep prepare-vfhq")
+    lq_dir = FrameFolderWriter(output / "LQ" / name, "keep prepare-vfhq")
     try:
         for gt, lq in tqdm(pairs, total=total, desc=name, unit="frame", leave=False):
             gt_dir.add(gt)
@@ -175,13 +176,15 @@ def prepare_dicface(root: Path, output: Path, max_frames: Optional[int] = None, 
 
 def main(args: argparse.Namespace) -> int:
     try:
-        if args.dicface is not None:
-            records = prepare_dicface(args.dicface, args.output, args.max_frames, args.clips)
-        else:
-            if args.annotations is None or args.level is None:
-                raise ValueError("--frames needs --annotations (the landmark files) and --level (mild|medium|heavy)")
-            records = prepare_vfhq(args.frames, args.annotations, args.output, args.level, args.protocol,
-                                   args.seed, args.order, args.codec_fps, args.max_frames, args.clips)
+        if args.dicface is None and (args.annotations is None or args.level is None):
+            raise ValueError("--frames needs --annotations (the landmark files) and --level (mild|medium|heavy)")
+        inputs = [p for p in (args.dicface, args.frames, args.annotations) if p is not None]
+        with claimed_folder(args.output, "keep prepare-vfhq", inputs, [args.output / "GT", args.output / "LQ"]):
+            if args.dicface is not None:
+                records = prepare_dicface(args.dicface, args.output, args.max_frames, args.clips)
+            else:
+                records = prepare_vfhq(args.frames, args.annotations, args.output, args.level, args.protocol,
+                                       args.seed, args.order, args.codec_fps, args.max_frames, args.clips)
     except (FileNotFoundError, InputError, ValueError) as err:
         print(f"keep prepare-vfhq: error: {err}", file=sys.stderr)
         return 2

@@ -21,8 +21,15 @@ def natural_key(path: Path):
 
 def list_frames(folder: Path) -> List[Path]:
     """The image files of ``folder`` in natural name order (the frame order of a frame folder)."""
-    return sorted((p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+    return sorted((p for p in Path(folder).iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not is_apple_double(p)),
                   key=natural_key)
+
+
+def is_apple_double(path: Path) -> bool:
+    """macOS writes ``._<name>`` metadata files beside every file it copies to a non-Apple disk (zips,
+    USB sticks): ``._00000001.png`` is not a frame, and reading it would fail or add a bogus frame."""
+    return Path(path).name.startswith("._")
 
 
 def read_image(path: Path) -> Tuple[np.ndarray, str]:

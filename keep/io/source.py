@@ -17,7 +17,8 @@ from av.video.reformatter import Interpolation
 
 
 from keep.io.errors import InputError
-from keep.io.images import IMAGE_SUFFIXES, list_frames, read_image
+from keep.io.images import IMAGE_SUFFIXES, is_apple_double, list_frames, read_image
+from keep.io.outputs import describe_input_kind
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 DEFAULT_FOLDER_FPS = Fraction(20)  # the release's output rate, used only for frame folders without --fps
@@ -168,13 +169,14 @@ class VideoSource(FrameSource):
         tick = info.time_base
         step = 1 / (self._native_rate * tick)  # the input's frame duration in time-base units
         last_pts = None
-        index = 0
+        index = retimed = 0
         frame = self._first
         self._first = None
         while frame is not None:
             pts = frame.pts
             if pts is None or (last_pts is not None and pts <= last_pts):
-                # Missing or non-increasing timestamps: continue the regular grid.
+                # Missing or non-increasing timestamps: continue the regular grid (told in the summary).
+                retimed += last_pts is not None
                 pts = 0 if last_pts is None else last_pts + max(1, round(step))
             elif last_pts is not None and abs((pts - last_pts) - step) > 0.5 * step and not self.retimed:
                 info.note("variable frame rate: the input's timestamps are kept")
@@ -190,6 +192,9 @@ class VideoSource(FrameSource):
             last_pts = pts
             index += 1
             frame = self._decode_next(index)
+        if retimed:
+            info.note(f"{retimed} frame(s) had no timestamp after the previous frame's (missing, repeated or going "
+                      f"back): placed on the input's regular frame grid")
 
     def close(self) -> None:
         self._container.close()
@@ -237,12 +242,15 @@ def find_inputs(path: Path) -> List[Path]:
     path = Path(path)
     if not path.exists():
         raise InputError(f"input {path} does not exist")
+    odd = describe_input_kind(path)
+    if odd:   # a FIFO would else be listed as a folder ("Not a directory")
+        raise InputError(f"{odd}; give a video file or a folder of frames (`keep live -` reads a pipe)")
     if path.is_file():
         if path.suffix.lower() not in VIDEO_SUFFIXES:
             raise InputError(f"{path}: unsupported file type; give a video ({', '.join(VIDEO_SUFFIXES)}), "
                              f"a folder of PNG/JPEG frames or a folder of videos")
         return [path]
-    entries = sorted(path.iterdir())
+    entries = sorted(p for p in path.iterdir() if not is_apple_double(p))
     videos = [p for p in entries if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]
     images = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if videos and images:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from keep.io.errors import InputError
-from keep.restore.cli import add_device_arguments
+from keep.restore.cli import _number, add_device_arguments
 
 EPILOG = """examples:
   keep live /dev/video0 -o call.mp4 --detector dlib             # webcam -> fragmented MP4, Ctrl-C to end
@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     timing.add_argument("--when-behind", choices=["drop", "wait"], default=None,
                         help="drop: skip frames to keep latency bounded (default for cameras, URLs, pipes and "
                              "--realtime); wait: restore every frame (default for files)")
-    timing.add_argument("--max-latency", type=float, default=0.5,
+    timing.add_argument("--max-latency", type=_number(float, "a number of seconds"), default=0.5,
                         help="seconds from capture to output beyond which queued frames are dropped (default 0.5)")
     timing.add_argument("--queue", type=int, default=None,
                         help="frames the input queue holds (default: max-latency x fps + 1)")
@@ -99,8 +99,33 @@ def _validate(args: argparse.Namespace) -> None:
     if args.output == args.source and args.source != "-":
         raise InputError("the output must not be the input")
     from keep.live.stream_io import sink_format
-    if sink_format(args.output)[1] == "file" and Path(args.output).exists() and not args.overwrite:
-        raise InputError(f"{args.output} already exists; pass --overwrite to replace it")
+    if sink_format(args.output)[1] == "file":
+        from keep.io.outputs import refuse_overlap
+        if source_kind(args.source) == "file":   # d/../d/c.mp4, links: compared resolved, not as text
+            refuse_overlap([Path(args.source)], [Path(args.output)], fix="give another output file (-o)")
+        if args.stats is not None:
+            refuse_overlap([Path(args.source), Path(args.output)], [args.stats], fix="give another --stats file")
+        if Path(args.output).exists() and not args.overwrite:
+            raise InputError(f"{args.output} already exists; pass --overwrite to replace it")
+
+
+def _lock_output(output: str):
+    """One ``keep live`` per output file (keep/io/outputs.py); None for pipes and URLs."""
+    from keep.io.outputs import MadeFolders, OutputLock
+    from keep.live.stream_io import sink_format
+    if sink_format(output)[1] != "file":
+        return None
+    MadeFolders(Path(output).parent).make()
+    return OutputLock.beside(Path(output), "keep live").acquire()
+
+
+def _write_failure(err: OSError, output: str) -> str:
+    from keep.io.errors import write_error_message
+    from keep.io.outputs import is_disk_full
+    if is_disk_full(err):
+        return (f"the disk is full ({err.strerror}) while writing {output}; the file holds the frames written "
+                f"before (a live file is kept: it plays up to its last complete fragment); free some space")
+    return write_error_message(err)
 
 
 def _paste_mask(kind: str, device, notes):
@@ -151,12 +176,18 @@ def main(args: argparse.Namespace) -> int:
     expected = (InputError, WeightsNotFoundError, CheckpointError, FileNotFoundError, ValueError)
     log = sys.stderr if args.output == "-" else sys.stdout
     notes = []
+    lock = None
     try:
         _validate(args)
+        lock = _lock_output(args.output)
         source = LiveInput(args.source, args.input_format, dict(args.input_option))
     except expected as err:
+        if lock is not None:
+            lock.release()
         print(f"keep live: error: {err}", file=sys.stderr)
         return 1
+    if lock is not None and lock.note:
+        print(f"note: {lock.note}", file=sys.stderr)
     try:
         restorer = build_restorer(args, notes)
         live = source.kind != "file" or args.realtime
@@ -169,8 +200,13 @@ def main(args: argparse.Namespace) -> int:
     except expected as err:
         print(f"keep live: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:   # the disk filled up, the output folder went away ...
+        print(f"keep live: error: {_write_failure(err, args.output)}", file=sys.stderr)
+        return 1
     finally:
         source.close()
+        if lock is not None:
+            lock.release()
     summary.notes = notes + summary.notes
     summary.notes.insert(0, f"when behind: {settings.when_behind}"
                          + (f" (max latency {settings.max_latency:g} s)" if settings.when_behind == "drop" else ""))

@@ -164,4 +164,7 @@ def run_session(source: LiveInput, output: str, restorer: Restorer, output_size,
     summary.ended = f"{summary.ended} after {summary.frames_read} frames"
     if capture.result.error is not None:
         summary.notes.append("the output is complete up to the last frame restored")
+    if sink.retimed:
+        summary.notes.append(f"{sink.retimed} frame(s) had a timestamp not after the previous frame's (repeated or "
+                             f"going back): each was written 1/90000 s after the previous one")
     return summary

@@ -150,6 +150,7 @@ class LiveSink:
         self.padded = (width % 2, height % 2) != (0, 0)
         self.frames = 0
         self._last_pts: Optional[int] = None
+        self.retimed = 0     # frames whose time was not after the previous one's (moved 1/90000 s later)
         options = {"movflags": "frag_keyframe+empty_moov+default_base_moof"} if fmt == "mp4" else {}
         try:
             out = sys.stdout.buffer if self.kind == "stdout" else target
@@ -174,7 +175,8 @@ class LiveSink:
         frame = frame.reformat(format="yuv420p", interpolation=ACCURATE)
         pts = int(round(time / TIME_BASE))
         if self._last_pts is not None and pts <= self._last_pts:
-            pts = self._last_pts + 1
+            pts = self._last_pts + 1     # a container needs increasing times: told in the summary
+            self.retimed += 1
         frame.pts, frame.time_base = pts, TIME_BASE
         self._last_pts = pts
         for packet in self._stream.encode(frame):

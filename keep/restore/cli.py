@@ -204,36 +204,58 @@ class _Plan:
     skipped: int       # finished outputs kept (--skip-existing)
 
 
+def _wants_extras(args: argparse.Namespace) -> bool:
+    return args.save_faces or args.save_cropped or args.save_frames
+
+
 def _plan(args: argparse.Namespace) -> _Plan:
     """Inputs, output names and every check that needs no model (raises the expected errors)."""
     from keep.io.source import find_inputs
     from keep.restore import preflight
 
     planned = preflight.plan_names(find_inputs(args.input))
-    preflight.check_outputs(planned, args.output, args.compare)
+    preflight.check_outputs(planned, args.output, args.compare, _wants_extras(args))
     good, bad = preflight.split_checked(planned, args.fps)
     for _, reason in bad:
         print(f"keep restore: error: {reason}", file=sys.stderr)
     failures, skipped = len(bad), 0
-    if not args.overwrite:
-        for item in list(good):
-            present = preflight.existing_outputs(item, args.output, args.compare)
-            if not present:
-                continue
+    for item in list(good):
+        # Outputs are written atomically, so an existing one is a finished one.
+        if args.skip_existing and all(p.exists() for p in item.outputs(args.output, args.compare)):
             good.remove(item)
-            # Outputs are written atomically, so an existing one is a finished one.
-            if args.skip_existing and len(present) == len(item.outputs(args.output, args.compare)):
-                skipped += 1
-                continue
-            print(f"keep restore: error: {present[0]} already exists; pass --overwrite to replace it or "
-                  f"--skip-existing to keep it", file=sys.stderr)
+            skipped += 1
+            continue
+        try:
+            present = preflight.existing_outputs(item, args.output, args.compare, _wants_extras(args))
+        except InputError as err:    # a folder of the user's where --save-* would write
+            good.remove(item)
+            print(f"keep restore: error: {err}", file=sys.stderr)
             failures += 1
+            continue
+        if not present or args.overwrite:
+            continue
+        if args.skip_existing and present == [item.extras_dir(args.output)]:
+            continue    # its video is gone: restored again, and its own --save-* folder replaced with it
+        good.remove(item)
+        print(f"keep restore: error: {present[0]} already exists; pass --overwrite to replace it or "
+              f"--skip-existing to keep it", file=sys.stderr)
+        failures += 1
     for item in good:
-        for stale in preflight.remove_stale_partials(item, args.output):
-            print(f"note: removed {stale}: a partial file left by an interrupted run", file=sys.stderr)
         for note in item.notes:
             print(f"note: {item.path}: {note}", file=sys.stderr)
     return _Plan(good, len(planned), failures, skipped)
+
+
+def _claim(plan: _Plan, args: argparse.Namespace):
+    """Lock this run's outputs (a second restore into them is refused), then remove what a killed run
+    left (safe now: no live run holds these names). Returns the locks to release at the end."""
+    from keep.restore import preflight
+
+    locks = preflight.claim(plan.items, args.output)
+    for item in plan.items:
+        for stale in preflight.remove_stale_partials(item, args.output):
+            print(f"note: removed {stale}: a partial file left by an interrupted run", file=sys.stderr)
+    return locks
 
 
 def _make_restorer(args: argparse.Namespace, progress_bars: bool):
@@ -260,16 +282,20 @@ def _run_items(restorer, items: list, args: argparse.Namespace, progress: dict,
     expected = _expected_errors()
     restored = failed = 0
     for item in items:
-        extras = preflight.ExtrasGuard(item.extras_dir(args.output))
+        extras = None
         try:
-            summary = restorer.run(item.path, item.name)
+            extras = preflight.Extras(item.extras_dir(args.output), _wants_extras(args))
+            summary = restorer.run(item.path, item.name, extras_dir=extras.path)
+            extras.commit(args.overwrite or args.skip_existing)   # --skip-existing: only unfinished ones remain
         except expected as err:
-            extras.discard()
+            if extras is not None:
+                extras.discard()
             report(err)
             failed += 1
             continue
         except BaseException:
-            extras.discard()
+            if extras is not None:
+                extras.discard()
             raise
         summary.notes += item.notes
         progress["done"] += 1
@@ -300,6 +326,7 @@ def _restore(args: argparse.Namespace, progress: dict) -> int:
             return _restore_sharded(args, progress, shard, group)
     report = _reporter()
     output = preflight.OutputFolder(args.output)
+    locks = None
     try:
         plan = _plan(args)
         progress["total"] = plan.total
@@ -309,22 +336,29 @@ def _restore(args: argparse.Namespace, progress: dict) -> int:
                 return 0
             return 1
         output.prepare()
+        locks = _claim(plan, args)
         restorer = _make_restorer(args, args.progress)
     except _expected_errors() as err:
-        output.remove_if_empty()
+        _release(locks, output)
         report(err)
         return 1
     except BaseException:   # Ctrl-C / SIGTERM while the model loads: no empty folder left either
-        output.remove_if_empty()
+        _release(locks, output)
         raise
     try:
         restored, failed = _run_items(restorer, plan.items, args, progress, report)
     finally:
-        output.remove_if_empty()
+        _release(locks, output)
     totals = _totals(plan, restored)
     if totals:
         print(totals)
     return 1 if plan.failures or failed else 0
+
+
+def _release(locks, output) -> None:
+    if locks is not None:
+        locks.release()
+    output.remove_if_empty()
 
 
 def _restore_sharded(args: argparse.Namespace, progress: dict, shard, group) -> int:
@@ -335,16 +369,17 @@ def _restore_sharded(args: argparse.Namespace, progress: dict, shard, group) -> 
 
     report = _reporter(shard.tag())
     output = preflight.OutputFolder(args.output)
-    message = None
+    message = locks = None
     if shard.is_leader:
         try:
             plan = _plan(args)
             if plan.items:
                 output.prepare()
+                locks = _claim(plan, args)   # held by the leader for the whole job
             shares = split_by_size([input_size(item.path) for item in plan.items], shard.world_size)
             message = (plan, shares)
         except _expected_errors() as err:
-            output.remove_if_empty()
+            _release(locks, output)
             report(err)
     message = group.broadcast(message)
     if message is None:
@@ -367,7 +402,7 @@ def _restore_sharded(args: argparse.Namespace, progress: dict, shard, group) -> 
     status = None
     if shard.is_leader:
         # Every rank sends its result after its last write, so nothing is being written any more.
-        output.remove_if_empty()
+        _release(locks, output)
         restored = sum(r for r, _ in results)
         failed = sum(f for _, f in results)
         print(_totals(plan, restored, shard.world_size) or f"{restored} of {plan.total} inputs restored")

@@ -168,17 +168,21 @@ class VideoRestorer:
         return Path(self.options.output_dir) / f"{name}.mp4"
 
     def run(self, path: Path, name: Optional[str] = None,
-            on_frame: Optional[Callable[[RunSummary, Optional[int]], None]] = None) -> RunSummary:
+            on_frame: Optional[Callable[[RunSummary, Optional[int]], None]] = None,
+            extras_dir: Optional[Path] = None) -> RunSummary:
         """Restore one input (video file or frame folder) to ``<output_dir>/<name>.mp4``.
 
         ``on_frame(summary, total)`` (optional) is called after each written frame with the running
         summary and the header's frame count (None if unknown); an exception it raises stops the run
-        and deletes the partial videos (how ``keep demo`` shows progress and cancels)."""
+        and deletes the partial videos (how ``keep demo`` shows progress and cancels). ``extras_dir``: where
+        --save-faces and friends write (default ``<output_dir>/<name>``; keep restore stages them)."""
         source = open_source(path, self.options.fps)
         source.info.name = name or source.info.name   # a batch may rename (x.mp4 + x.mkv)
         try:
             run = _Run(self, source)
             run.on_frame = on_frame
+            if extras_dir is not None:
+                run.extra_dir = Path(extras_dir)
             return run.execute()
         finally:
             source.close()

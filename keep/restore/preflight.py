@@ -9,7 +9,7 @@ killed run left behind (``kill -9``: no handler runs) are removed here too.
 from __future__ import annotations
 
 import os
-import shutil
+import sys
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -17,6 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from keep.io import outputs
 from keep.io.errors import InputError
 from keep.io.source import input_name, open_source
 from keep.io.writer import final_path, partial_path
@@ -57,32 +58,36 @@ def plan_names(inputs: List[Path]) -> List[PlannedInput]:
     return planned
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """True when two paths name one file: equal after resolving symlinks and '..', or the same inode."""
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:   # one of them does not exist (yet)
-        return False
-
-
-def check_outputs(planned: List[PlannedInput], output_dir: Path, compare: bool) -> None:
-    """Refuse a run where an output would replace an input (always, even with --overwrite) or where
-    two inputs would write the same output."""
-    input_files = [p.path for p in planned if p.path.is_file()]
+def check_outputs(planned: List[PlannedInput], output_dir: Path, compare: bool, extras: bool = False) -> None:
+    """Refuse a run where an output would replace, lie inside or contain an input (always, even with
+    --overwrite; keep/io/outputs.py) or where two inputs would write the same output. ``extras``: the
+    run writes ``OUTDIR/<name>/`` folders too (--save-faces ...)."""
+    inputs = [p.path for p in planned]
     writers: Dict[Path, PlannedInput] = {}
     for item in planned:
-        for out in item.outputs(output_dir, compare):
-            for source in input_files:
-                if _same_file(out, source):
-                    raise InputError(f"the output {out} would replace the input {source}; inputs are never "
-                                     f"overwritten (not even with --overwrite): choose another output folder (-o)")
-            key = out.resolve()
+        written = item.outputs(output_dir, compare) + ([item.extras_dir(output_dir)] if extras else [])
+        outputs.refuse_overlap(inputs, written, root=output_dir, fix="choose another output folder (-o)")
+        for out in written:
+            key = outputs.resolved(out)
             if key in writers:
                 raise InputError(f"{writers[key].path} and {item.path} would both write {out}; rename one of "
                                  f"them or restore them in separate runs")
             writers[key] = item
+
+
+def claim(items: List[PlannedInput], output_dir: Path) -> outputs.Locks:
+    """Lock every planned output of this run (``OUTDIR/.<name>.mp4.keep-lock``), so a second restore into
+    the same names is refused while this one runs; raises InputError (no lock kept) if one is taken."""
+    locks = outputs.Locks()
+    try:
+        for item in items:
+            lock = locks.take(outputs.OutputLock.beside(item.outputs(output_dir, False)[0], "keep restore"))
+            if lock.note:
+                print(f"note: {lock.note}", file=sys.stderr)
+    except BaseException:
+        locks.release()
+        raise
+    return locks
 
 
 def remove_stale_partials(item: PlannedInput, output_dir: Path) -> List[Path]:
@@ -91,8 +96,8 @@ def remove_stale_partials(item: PlannedInput, output_dir: Path) -> List[Path]:
 
     Only those exact names go, never a file merely alike (``<name>.partial.mp4``, ``.<name>.partial.mov``)
     nor a folder. A symlink there is removed, not followed: the writer would otherwise write through it
-    into the file it points to (unlinking a link never touches its target). Assumes no other ``keep
-    restore`` is writing the same output at the same time (its temporary would go)."""
+    into the file it points to (unlinking a link never touches its target). Call only while holding the
+    item's lock (:func:`claim`): a live run's temporary is then never taken for a leftover."""
     removed = []
     for out in item.outputs(output_dir, compare=True):
         temporary = partial_path(out)
@@ -102,8 +107,14 @@ def remove_stale_partials(item: PlannedInput, output_dir: Path) -> List[Path]:
     return removed
 
 
-def existing_outputs(item: PlannedInput, output_dir: Path, compare: bool) -> List[Path]:
-    return [p for p in item.outputs(output_dir, compare) if p.exists()]
+def existing_outputs(item: PlannedInput, output_dir: Path, compare: bool, extras: bool = False) -> List[Path]:
+    """The outputs of ``item`` already there (the extras folder too when the run writes one: it must
+    be keep restore's own, else InputError)."""
+    found = [p for p in item.outputs(output_dir, compare) if p.exists()]
+    if extras and os.path.lexists(item.extras_dir(output_dir)):
+        outputs.refuse_foreign([item.extras_dir(output_dir)], "keep restore")
+        found.append(item.extras_dir(output_dir))
+    return found
 
 
 def check_input(item: PlannedInput, fps: Optional[Fraction]) -> None:
@@ -118,22 +129,14 @@ class OutputFolder:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.created: List[Path] = []     # folders this run made, deepest first
+        self.made = outputs.MadeFolders(self.path)
 
     def prepare(self) -> None:
         path = self.path
         if path.exists() and not path.is_dir():
             raise InputError(f"-o {path} is a file, not a folder; give a folder for the results")
-        missing, parent = [], path
-        while not parent.exists() and parent != parent.parent:
-            missing.append(parent)
-            parent = parent.parent
-        if not parent.is_dir():
-            raise InputError(f"-o {path}: {parent} is a file, so the output folder cannot be made there; "
-                             f"give another folder")
-        self.created = missing    # before mkdir: it may fail half-way (a name too long) with folders made
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            self.made.make()
             handle, probe = tempfile.mkstemp(prefix=".keep-write-test-", dir=path)
             os.close(handle)
             os.unlink(probe)
@@ -143,26 +146,32 @@ class OutputFolder:
                              f"-o or fix its permissions") from err
 
     def remove_if_empty(self) -> None:
-        for folder in self.created:
-            if not os.path.isdir(folder):   # never made: mkdir failed before it (os.path: no raise)
-                continue
-            try:
-                folder.rmdir()            # only succeeds when empty
-            except OSError:
-                break
+        self.made.remove_if_empty()
 
 
-class ExtrasGuard:
-    """``OUTDIR/<name>/`` (``--save-faces`` and friends): removed when the run of that input fails or is
-    interrupted, if this run made it, so no partial set of PNGs passes for a result."""
+class Extras:
+    """``OUTDIR/<name>/`` (``--save-faces`` and friends) of one input: built in a hidden staging folder and
+    swapped in whole when the input succeeds (``--overwrite`` leaves none of the previous run's PNGs),
+    discarded when it fails. Without --save-* flags, ``--overwrite`` removes a previous run's folder
+    (marked as keep restore's), so the result is the new run's alone."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, wanted: bool):
         self.folder = Path(folder)
-        self.existed = self.folder.exists()
+        self.staged = outputs.StagedFolder(self.folder, "keep restore") if wanted else None
+
+    @property
+    def path(self) -> Optional[Path]:
+        return self.staged.path if self.staged is not None else None
+
+    def commit(self, overwrite: bool) -> None:
+        if self.staged is not None:
+            self.staged.commit(replace=overwrite)
+        elif overwrite:
+            outputs.remove_owned(self.folder, "keep restore")
 
     def discard(self) -> None:
-        if not self.existed and self.folder.is_dir():
-            shutil.rmtree(self.folder, ignore_errors=True)
+        if self.staged is not None:
+            self.staged.abort()
 
 
 def describe_os_error(err: OSError) -> str:
