@@ -2,12 +2,15 @@
 
 Resolved = the ``base:`` files merged, every default of the schema filled in, the ``--set``
 overrides applied and validated, and what the schema derives at load time applied (``resolution``,
-a degradation protocol's settings). It is exactly what ``keep train`` would train with (and what a
-run writes to its ``config.yaml``), so two recipes can be compared with ``diff``.
+a degradation protocol's settings): what ``keep train`` trains with (a run's ``config.yaml``), so
+two recipes can be compared with ``diff``. The ``net:`` and ``discriminator:`` specs are shown with
+the network's own defaults for the arguments the file leaves out (display only: a run records the
+spec as written).
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -25,7 +28,27 @@ def resolve(path: Path, overrides: Sequence[str] = ()) -> Dict[str, Any]:
     kind = load_with_bases(path).get("kind") if str(path).endswith((".yml", ".yaml")) else None
     if kind not in SCHEMAS:
         raise ConfigError(f"{path}: top-level `kind:` must be one of {sorted(SCHEMAS)}, got {kind!r}")
-    return to_dict(load_config(SCHEMAS[kind], path, overrides))
+    resolved = to_dict(load_config(SCHEMAS[kind], path, overrides))
+    for key in ("net", "discriminator"):
+        if isinstance(resolved.get(key), dict):
+            resolved[key] = with_network_defaults(resolved[key])
+    return resolved
+
+
+def with_network_defaults(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """``spec`` plus the defaults of its registered class's constructor for the arguments it omits."""
+    import keep.archs  # noqa: F401  (registers the networks)
+    from keep.registry import ARCHS
+    try:
+        signature = inspect.signature(ARCHS.get(spec["type"]).__init__)
+    except (KeyError, TypeError, ValueError):
+        return spec
+    full = dict(spec)
+    for name, param in signature.parameters.items():
+        if name != "self" and name not in full and param.default is not inspect.Parameter.empty \
+                and param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+            full[name] = to_dict(param.default)
+    return full
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
