@@ -18,7 +18,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY_VQGAN = "{type: VQGAN, nf: 8, emb_dim: 16, ch_mult: [1, 2, 2], res_blocks: 1, attn_resolutions: [16], codebook_size: 32}"
 TINY_KEEP = ("{type: KEEP, nf: 8, emb_dim: 16, ch_mult: [1, 2, 2], res_blocks: 1, attn_resolutions: [16], "
              "codebook_size: 32, dim_embd: 32, n_head: 2, n_layers: 1, cross_fuse_nhead: 2, cross_fuse_dim: 8, "
-             "num_uncertainty_layers: 1, kalman_attn_heads: 2, kalman_attn_head_dim: 8, flow_type: dis}")
+             "num_uncertainty_layers: 1, kalman_attn_heads: 2, kalman_attn_head_dim: 8, flow_type: dis, kalman_init: official}")
 COMMON = ["iters=2", "resolution=64", "device=cpu", "cpu_threads=1", "log_every=1", "val_every=0", "data.val=null",
           "data.num_workers=0", "data.train.root=''", "data.train.landmarks=''",
           "data.train.procedural={num_clips: 3, num_frames: 24, seed: 0}", "losses.perceptual_pretrained=false"]
@@ -26,7 +26,7 @@ STAGE_OVERRIDES = {
     1: [f"net={TINY_VQGAN}", "discriminator={type: PatchDiscriminator, ndf: 8, n_layers: 2}", "losses.disc_start=1"],
     2: [f"net={TINY_KEEP}", "frozen=[hq_encoder., quantize., generator., fuse_convs_dict., cross_fuse.]",
         "data.train.clip_length=3"],
-    3: [f"net={TINY_KEEP}", "discriminator={type: TemporalPatchDiscriminator, nf: 8, num_layers: 4}",
+    3: [f"net={TINY_KEEP}", "discriminator={type: TemporalPatchDiscriminator, nf: 8, num_layers: 4, first_padding: [1, 1, 1]}",
         "data.train.clip_length=3", "losses.disc_start=1",
         "frozen=[position_emb, kalman_filter., hq_encoder., encoder., quantize., generator., feat_emb., ft_layers., idx_pred_layer.]"],
 }

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 
@@ -200,3 +201,37 @@ def test_official_fusion_init_lets_only_biases_and_layernorms_learn():
 def test_gated_fusion_init_lets_every_fusion_weight_learn():
     receivers, fusion = _gradient_receivers("gated")
     assert receivers <= fusion and receivers == fusion, sorted(fusion - receivers)[:8]
+
+
+# ---------------------------------------------------------------- the release's other inits and shapes
+def test_official_kalman_init_is_normal_002_and_kaiming():
+    from torch import nn
+    from keep.archs.kalman import KalmanFilterNet
+    torch.manual_seed(0)
+    ours = KalmanFilterNet(64, 2, 2, 32)
+    official = KalmanFilterNet(64, 2, 2, 32, init="official")
+    zero_by_default = [n for n, p in ours.named_parameters() if "attn_temp.to_out.0.weight" in n]
+    params = dict(ours.named_parameters())
+    assert zero_by_default and all(float(params[n].detach().abs().max()) == 0 for n in zero_by_default)
+    for name, module in official.named_modules():
+        if isinstance(module, nn.Linear):
+            assert abs(float(module.weight.std()) - 0.02) < 0.002, name      # overwrites the zero to_out too
+            assert module.bias is None or float(module.bias.abs().max()) == 0
+        elif isinstance(module, nn.Conv2d):
+            fan_in = module.weight[0].numel()
+            assert abs(float(module.weight.std()) / math.sqrt(2 / fan_in) - 1) < 0.25, name
+            assert module.bias is None or float(module.bias.abs().max()) == 0
+
+
+def test_release_temporal_discriminator_pads_its_first_conv_by_one():
+    from keep.archs.discriminator import TemporalPatchDiscriminator
+    d = TemporalPatchDiscriminator(nf=4, num_layers=4, use_spectral_norm=False, first_padding=[1, 1, 1])
+    size = 64
+    for i in range(4):                                  # Conv3d output size: (n + 2p - 5) // 2 + 1
+        size = (size + 2 * (1 if i == 0 else 2) - 5) // 2 + 1
+    out = d(torch.zeros(1, 5, 3, 64, 64))
+    assert out.shape == (1, 5, 16, size, size) and size == 4
+    first = d.conv[0](torch.zeros(1, 3, 5, 64, 64))    # (B, C, T, H, W): T kept, 64 -> 31 (ours: 32)
+    assert first.shape[2:] == (5, 31, 31)
+    default = TemporalPatchDiscriminator(nf=4, num_layers=4, use_spectral_norm=False)
+    assert default.conv[0](torch.zeros(1, 3, 5, 64, 64)).shape[2:] == (5, 32, 32)

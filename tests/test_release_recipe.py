@@ -75,6 +75,7 @@ KEEP_NET = [
     ("net.kalman_attn_head_dim", 48, "S2:79"), ("net.num_uncertainty_layers", 3, "S2:80"),
     ("net.kalman_attn_heads", 8, "KA:593-705 (n_head)"), ("net.mask_ratio", 0.0, "KA:602 default"),
     ("net.flow_type", "gmflow", "S2:78 GMFlow"),
+    ("net.kalman_init", "official", "KA:336-340, KA:506-519 KalmanFilter._init_weights"),
 ]
 
 STAGE2 = [
@@ -99,6 +100,7 @@ STAGE3 = [
     ("net.cross_fuse_dim", 256, "S3:84"),
     ("discriminator.type", "TemporalPatchDiscriminator", "S3:87-91 Discriminator3D"),
     ("discriminator.nf", 32, "S3:90"), ("discriminator.use_spectral_norm", True, "VA:511-591"),
+    ("discriminator.num_layers", 6, "VA:511-591 six Conv3d"), ("discriminator.first_padding", [1, 1, 1], "VA:523-529"),
     ("init.0.path", "experiments/release_stage2/export.pth", "S3:95 pretrain_network_g (params_ema)"),
     ("init.0.exclude", ["fuse_convs_dict.", "cross_fuse."], "S3:96 strict_load_g: false (CFT/CFA absent)"),
     ("fusion_init", "official", "KA:189-195, KA:239-249 (all zero)"),
