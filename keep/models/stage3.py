@@ -4,9 +4,13 @@
 
 with λ₁ = 0.01, λ_per = 1, λ_adv = 0.1, λ_temp = 0.1 (supplement); D_3D the temporal PatchGAN
 (:class:`keep.archs.discriminator.TemporalPatchDiscriminator`); L_temp the flow-warped L1 with the
-flow of the GT frames and the forward-backward mask (:class:`keep.losses.TemporalLoss`). Codes are
-detached (``detach_codes=True``): only the fusion modules learn. They must start from an init that
-can learn and whose first steps are bounded: ``fusion_init: gated`` (default, :func:`init_fusion`),
+flow of the GT frames and the forward-backward mask (:class:`keep.losses.TemporalLoss`), or with
+``losses.temporal_scales`` the release's Charbonnier on the decoder features at those scales
+(:class:`keep.losses.FeatureTemporalLoss`). The release's weights are L1 0.1, GAN 0.01
+(configs/release/stage3.yaml). Codes are
+detached (``detach_codes=True``): only the fusion modules learn. They should start from an init that
+can learn and whose first steps are bounded: ``fusion_init: gated`` (default, :func:`init_fusion`;
+``official`` is the release's all-zero init, :func:`init_fusion_official`),
 applied to every CFT/CFA block that no ``init:`` entry loaded (``exclude`` them when initialising
 from stage II; a fine-tune from a stage III file keeps its trained blocks).
 """
