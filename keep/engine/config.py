@@ -17,7 +17,7 @@ from keep.data.dataset import ClipDatasetConfig
 class DataConfig:
     train: ClipDatasetConfig
     val: Optional[ClipDatasetConfig] = None     # held-out clips for validation (PSNR, LPIPS)
-    batch_size: int = 1                         # clips per process (GPU); global batch = this x world size
+    batch_size: int = 1                         # clips per process (GPU); global batch = this x world size (gpus: 0)
     # The GPU count batch_size was set for (the release: 2, 2, 4). 0: batch_size is per process whatever
     # the launch. N > 0: the global batch is batch_size x N, kept for any world size W by training each
     # process on batch_size x N / W clips; refused when W does not divide it (keep.engine.batching)
