@@ -9,7 +9,6 @@ import json
 import logging
 from pathlib import Path
 
-import pytest
 
 from keep.config import load_config
 from keep.engine.config import TrainConfig
