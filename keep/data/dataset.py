@@ -84,7 +84,8 @@ class ClipDatasetConfig:
     repeat: int = 1                             # dataset length = number of clips (or frames) x repeat
     # "clip": every clip equally likely, a uniform window in it; "frame": every frame equally likely
     # (long clips weigh more), the window centred on it where it fits: the release's sampling, one
-    # key per frame (vfhq_real_degradation2_dataset.py:62-69, 256-288)
+    # key per frame (vfhq_real_degradation2_dataset.py:62-69, 256-288). Counting frames is free for frame
+    # folders; video clips are decoded (and kept, as when read) at start to count theirs
     sampling: str = "clip"
     seed: int = 0
     degradation: DegradationConfig = field(default_factory=lambda: DegradationConfig(upsample=False))
