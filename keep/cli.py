@@ -19,6 +19,7 @@ COMMANDS = {
     "prepare": ("keep.data.prepare_cli", "videos (or VFHQ clips) -> aligned training clips, one folder per face track and shot"),
     "eval": ("keep.evaluation.eval_cli", "compute the paper's metrics and tables for restored clips"),
     "train": ("keep.engine.cli", "train stage I, II or III from a YAML config"),
+    "config": ("keep.engine.config_cli", "show a training config fully resolved (bases, defaults, --set overrides)"),
     "download": ("keep.download_cli", "fetch a pretrained file from the weights registry"),
     "doctor": ("keep.doctor_cli", "first-run check: every pretrained file present, its sha256, loads strictly (never downloads)"),
     "demo": ("keep.demo.cli", "local web page: restore a video, compare before and after frame by frame"),

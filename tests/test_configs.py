@@ -76,7 +76,8 @@ def test_release_recipe_numbers():
     assert (r1.iters, r1.optim.lr, r1.data.batch_size) == (1_600_000, 7e-5, 4)
     assert (r2.iters, r2.optim.lr, r2.optim.milestones, r2.data.train.clip_length) == (500_000, 2e-4, [200_000, 400_000], 8)
     assert (r3.iters, r3.optim.lr, r3.optim_d.lr) == (50_000, 2e-5, 1e-5)
-    assert r2.data.train.degradation.crf == (25, 44) and r3.net == load_config(TrainConfig, root / "stage3.yaml").net
+    assert r2.data.train.degradation.crf == (25, 45)
+    assert r3.net == {**load_config(TrainConfig, root / "stage3.yaml").net, "kalman_init": "official"}
     for i in (1, 2, 3):  # the paper folder is the paper's numbers
         paper, top = (load_config(TrainConfig, p) for p in (root / "paper" / f"stage{i}.yaml", root / f"stage{i}.yaml"))
         assert (paper.iters, paper.optim.lr, paper.net) == (top.iters, top.optim.lr, top.net)

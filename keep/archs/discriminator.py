@@ -4,6 +4,8 @@ Both return raw patch scores (no sigmoid); :class:`keep.losses.GANLoss` turns th
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 from torch.nn.utils import spectral_norm
@@ -45,20 +47,25 @@ class TemporalPatchDiscriminator(nn.Module):
     ``num_layers`` Conv3d with kernel (3, 5, 5) and stride (1, 2, 2): time is never strided, so every
     score sees a 3-frame neighbourhood per layer (a receptive field over many frames) and flicker is
     visible to it. Channels nf, 2nf, 4nf, 4nf, ...; spectral norm, no bias and LeakyReLU(0.2) on all
-    but the last conv. The release pads the first conv by 1 on every axis and the others by (1, 2, 2);
-    here all use (1, 2, 2) so every layer halves H and W exactly.
+    but the last conv. The release pads the first conv by 1 on every axis (``first_padding: [1, 1, 1]``,
+    vqgan_arch.py:523-529) and the others by (1, 2, 2); the default pads all by (1, 2, 2), so every layer
+    halves H and W exactly.
 
     Input (B, T, 3, H, W) in [-1, 1]; output (B, T, C_out, H / 2^L, W / 2^L) scores.
     """
 
-    def __init__(self, in_channels: int = 3, nf: int = 32, num_layers: int = 6, use_spectral_norm: bool = True):
+    def __init__(self, in_channels: int = 3, nf: int = 32, num_layers: int = 6, use_spectral_norm: bool = True,
+                 first_padding: Sequence[int] = (1, 2, 2)):
         super().__init__()
+        first_padding = tuple(int(p) for p in first_padding)
+        if len(first_padding) != 3 or min(first_padding) < 0:
+            raise ValueError(f"first_padding: three paddings (time, height, width) >= 0, got {list(first_padding)}")
         sn = spectral_norm if use_spectral_norm else (lambda m: m)
         layers = []
         ch = in_channels
         for i in range(num_layers - 1):
             out = nf * min(2 ** i, 4)
-            layers += [sn(nn.Conv3d(ch, out, (3, 5, 5), (1, 2, 2), (1, 2, 2), bias=False)),
+            layers += [sn(nn.Conv3d(ch, out, (3, 5, 5), (1, 2, 2), first_padding if i == 0 else (1, 2, 2), bias=False)),
                        nn.LeakyReLU(0.2, True)]
             ch = out
         layers.append(nn.Conv3d(ch, ch, (3, 5, 5), (1, 2, 2), (1, 2, 2)))

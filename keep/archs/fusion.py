@@ -9,9 +9,10 @@
 
 Initialisation (``zero_init``): the release zero-fills *all* conv / linear weights and biases of
 these blocks ("official"). From there most of their gradients are zero forever (q.k = 0 and v = 0
-form a saddle; GEGLU value and gate are both 0), so for training we default to "last": only the
-last projection(s) start at zero, which still makes each block an identity at init but lets
-every weight move. Loading a checkpoint overwrites either.
+form a saddle; GEGLU value and gate are both 0): only a few biases and the LayerNorm affines ever
+learn. "last" zeroes only the last projection(s): still an identity at init, every weight can move.
+Stage III training re-initialises the blocks it does not load with its ``fusion_init`` (ours
+"gated", or the release's "official": keep.models.stage3). Loading a checkpoint overwrites either.
 """
 from __future__ import annotations
 

@@ -147,6 +147,21 @@ class UncertaintyBlock(nn.Module):
         return hidden + self.ff(self.norm3(hidden))
 
 
+def _official_init(module: nn.Module) -> None:
+    """The release's ``KalmanFilter._init_weights`` for one module."""
+    if isinstance(module, nn.Conv2d):
+        nn.init.kaiming_normal_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
 @ARCHS.register()
 class KalmanFilterNet(nn.Module):
     """Uncertainty network (``uncertainty_estimator``) + gain network (``kalman_gain_calculator``:
@@ -154,18 +169,26 @@ class KalmanFilterNet(nn.Module):
 
     ``causal`` is the default mode of :meth:`gains` (False: the release's window-wide temporal
     attention); ``window`` the causal mode's attention span in frames (current one included).
+    ``init``: "default" keeps PyTorch's initialisation (and the zero ``attn_temp.to_out``); "official"
+    is the release's ``_init_weights`` applied to the whole filter (keep_arch.py:506-519): linear
+    weights N(0, 0.02) with zero biases (which also overwrites the zero ``attn_temp.to_out``),
+    convolutions kaiming-normal with zero biases, LayerNorms 1 / 0.
     """
 
     def __init__(self, dim: int = 256, num_layers: int = 3, heads: int = 8, dim_head: int = 48,
-                 causal: bool = False, window: int = 8):
+                 causal: bool = False, window: int = 8, init: str = "default"):
         super().__init__()
         if window < 1:
             raise ValueError(f"the causal attention window must be at least 1 frame, got {window}")
+        if init not in ("default", "official"):
+            raise ValueError(f"kalman init must be 'default' or 'official', got {init!r}")
         self.causal, self.window = bool(causal), int(window)
         self.uncertainty_estimator = nn.ModuleList([UncertaintyBlock(dim, heads, dim_head)
                                                     for _ in range(num_layers)])
         self.kalman_gain_calculator = nn.Sequential(
             ResBlock(dim, dim), ResBlock(dim, dim), ResBlock(dim, dim), nn.Conv2d(dim, 1, 1), nn.Sigmoid())
+        if init == "official":
+            self.apply(_official_init)
 
     def gains(self, z_obs: torch.Tensor, context: Optional[GainContext] = None, causal: Optional[bool] = None
               ) -> Tuple[torch.Tensor, GainContext]:

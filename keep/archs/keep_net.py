@@ -144,7 +144,7 @@ class KEEP(nn.Module, CodeTransformerMixin):
                  kalman_attn_heads: int = 8, kalman_attn_head_dim: int = 48, flow_type: str = "gmflow",
                  flow_kwargs: Optional[dict] = None, cft_weight: float = 1.0, zero_init: str = "last",
                  mask_ratio: float = 0.0,
-                 causal: bool = False, causal_window: int = 8):
+                 causal: bool = False, causal_window: int = 8, kalman_init: str = "default"):
         super().__init__()
         if flow_type not in ("gmflow",) + CLASSICAL_FLOWS:
             raise ValueError(f"flow_type must be 'gmflow' (the released flow net) or a classical flow "
@@ -160,7 +160,7 @@ class KEEP(nn.Module, CodeTransformerMixin):
         self.flownet = (FlowEstimator(**(flow_kwargs or {})) if flow_type == "gmflow"
                         else ClassicalFlow(flow_type, **(flow_kwargs or {})))
         self.kalman_filter = KalmanFilterNet(emb_dim, num_uncertainty_layers, kalman_attn_heads, kalman_attn_head_dim,
-                                             causal=causal, window=causal_window)
+                                             causal=causal, window=causal_window, init=kalman_init)
         self.hq_encoder = Encoder(**shape)
         self.encoder = Encoder(**shape)
         self.latent_size = self.encoder.latent_size

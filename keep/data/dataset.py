@@ -81,7 +81,12 @@ class ClipDatasetConfig:
     landmark_sigma: Optional[float] = None
     hflip_prob: float = 0.5
     reverse_prob: float = 0.0
-    repeat: int = 1                             # dataset length = number of clips x repeat
+    repeat: int = 1                             # dataset length = number of clips (or frames) x repeat
+    # "clip": every clip equally likely, a uniform window in it; "frame": every frame equally likely
+    # (long clips weigh more), the window centred on it where it fits: the release's sampling, one
+    # key per frame (vfhq_real_degradation2_dataset.py:62-69, 256-288). Counting frames is free for frame
+    # folders; video clips are decoded (and kept, as when read) at start to count theirs
+    sampling: str = "clip"
     seed: int = 0
     degradation: DegradationConfig = field(default_factory=lambda: DegradationConfig(upsample=False))
 
@@ -100,6 +105,8 @@ class ClipDatasetConfig:
             self.align = ALIGN_BY_PROTOCOL[self.degradation.protocol] if self.landmarks else "before_degradation"
         if self.landmark_sigma is None:
             self.landmark_sigma = SIGMA_BY_ALIGN[self.align]
+        if self.sampling not in ("clip", "frame"):
+            raise ConfigError(f"data.sampling must be 'clip' or 'frame', got {self.sampling!r}")
         if self.landmark_sigma < 0:
             raise ConfigError(f"data.landmark_sigma must be >= 0, got {self.landmark_sigma}")
 
@@ -118,13 +125,24 @@ class VideoClipDataset(Dataset):
         self.cfg = cfg
         self.clips = (procedural_clips(cfg.procedural, cfg.gt_size) if cfg.procedural is not None
                       else list_clips(Path(cfg.root), cfg.clips))
+        # frame sampling: first dataset position of each clip (cumulative frame counts)
+        self._starts = np.cumsum([0] + [len(c) for c in self.clips]) if cfg.sampling == "frame" else None
         self._landmarks: Dict[str, np.ndarray] = {}
         self._matrices: Dict[str, np.ndarray] = {}
         if cfg.landmarks and not Path(cfg.landmarks).is_dir():
             raise FileNotFoundError(f"landmarks folder {cfg.landmarks} does not exist")
 
     def __len__(self) -> int:
-        return len(self.clips) * self.cfg.repeat
+        units = int(self._starts[-1]) if self._starts is not None else len(self.clips)
+        return units * self.cfg.repeat
+
+    def _locate(self, index: int) -> Tuple[int, Optional[int]]:
+        """Dataset position -> (clip number, centre frame or None)."""
+        if self._starts is None:
+            return index % len(self.clips), None
+        position = index % int(self._starts[-1])
+        clip = int(np.searchsorted(self._starts, position, side="right")) - 1
+        return clip, position - int(self._starts[clip])
 
     def _clip_landmarks(self, clip) -> np.ndarray:
         """(N, 5, 2) landmarks of every frame of ``clip`` (in its frames' pixels), smoothed over time
@@ -171,9 +189,10 @@ class VideoClipDataset(Dataset):
     def __getitem__(self, key: Union[int, Tuple[int, int]]) -> Dict[str, object]:
         epoch, index = (0, key) if isinstance(key, int) else key
         rng = np.random.default_rng([self.cfg.seed, epoch, index])
-        clip = self.clips[index % len(self.clips)]
+        number, centre = self._locate(index)
+        clip = self.clips[number]
         window = sample_window(len(clip), self.cfg.clip_length, self.cfg.intervals, rng,
-                               self.cfg.reverse_prob, name=str(clip.path))
+                               self.cfg.reverse_prob, name=str(clip.path), centre=centre)
         if self.cfg.align == "after_degradation":
             gt, lq = self._degrade_then_align(clip, window, rng)
         else:

@@ -48,9 +48,10 @@ RELEASE_ORDER = ["blur", "noise", "downsample", "noise", "compress", "upsample"]
 _INTERP = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 RANDOM_INTERP = "random"   # one of _INTERP per clip, drawn with DegradationConfig.downsample_probs
 
-# What each protocol fixes. The release's resize probabilities and blur kernel list come from a config
-# that was never released: uniform over the three interpolations and an isotropic Gaussian (the
-# paper's k_σ) are our assumptions (docs/protocol.md).
+# What each protocol fixes. The release's blur kernels (21 taps, isotropic p 0.7 / anisotropic p 0.3)
+# and resize probabilities ([0.3, 0.3, 0.4]) are in its training options (options/train/stage2_KEEP.yml:29-35)
+# and are set by configs/release/*; the defaults here (41-tap isotropic, uniform resize) are this
+# project's, kept so that records made with them regenerate (docs/protocol.md).
 PROTOCOLS: Dict[str, Dict[str, Any]] = {
     "paper": {"order": list(PAPER_ORDER), "fps": 25, "noise_per_frame": False, "gray_noise_prob": 0.0,
               "downsample_interp": "bicubic", "channels": "rgb", "quantize": "round",
@@ -75,6 +76,11 @@ class DegradationConfig:
     # Kernel side (odd). 41 is the size used by the CodeFormer/BasicSR face recipes this code base
     # derives from; the KEEP release leaves it to an unreleased config. At σ = 10 it truncates at 2σ.
     blur_kernel_size: int = 41
+    # Probability that a clip's kernel is an anisotropic Gaussian (σx from blur_sigma, σy from
+    # blur_sigma_y, rotated by θ ~ U(-π, π)) instead of the isotropic k_σ: the release's
+    # kernel_list ['iso', 'aniso'] with kernel_prob [0.7, 0.3] (stage2_KEEP.yml:30-31, degradations.py:176-217)
+    blur_aniso_prob: float = 0.0
+    blur_sigma_y: Optional[Tuple[float, float]] = None   # None = blur_sigma
     scale: int = 4                                   # ↓ and ↑ factor
     noise_sigma: Tuple[float, float] = (0.0, 10.0)   # δ, std on the 0–255 scale
     crf: Tuple[int, int] = (25, 45)
@@ -103,7 +109,11 @@ class DegradationConfig:
             if getattr(self, key) is None:
                 setattr(self, key, list(value) if isinstance(value, list) else value)
         self.order = list(self.order)
-        for name in ("blur_sigma", "noise_sigma", "crf"):
+        if self.blur_sigma_y is None:
+            self.blur_sigma_y = tuple(self.blur_sigma)
+        if not 0.0 <= self.blur_aniso_prob <= 1.0:
+            raise ConfigError(f"degradation.blur_aniso_prob must lie in [0, 1], got {self.blur_aniso_prob}")
+        for name in ("blur_sigma", "blur_sigma_y", "noise_sigma", "crf"):
             lo_hi = tuple(getattr(self, name))
             if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1] or lo_hi[0] < 0:
                 raise ConfigError(f"degradation.{name}: expected [lo, hi] with 0 <= lo <= hi, got {list(lo_hi)}")
@@ -155,7 +165,8 @@ class DegradationParams:
     ``noise_sigma`` is δ on the 0–255 scale (None when the protocol draws it per frame);
     ``downsample_interp`` the interpolation drawn for the clip (None: the config's fixed one);
     ``seed`` (optional) seeds the generator of the per-frame noise, recorded so that a clip can be
-    regenerated.
+    regenerated. ``blur_sigma_y`` and ``blur_theta`` (radians) are set for an anisotropic kernel
+    (then ``blur_sigma`` is σx), None for the isotropic k_σ.
     """
 
     blur_sigma: float
@@ -163,15 +174,23 @@ class DegradationParams:
     crf: int
     seed: Optional[int] = None
     downsample_interp: Optional[str] = None
+    blur_sigma_y: Optional[float] = None
+    blur_theta: Optional[float] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        record = asdict(self)
+        if self.blur_theta is None:   # isotropic: the record keeps its original keys
+            record.pop("blur_sigma_y")
+            record.pop("blur_theta")
+        return record
 
 
 def sample_params(cfg: DegradationConfig, rng: np.random.Generator) -> DegradationParams:
     """Draw the per-clip parameters from ``cfg``'s ranges, in the order blur σ, [δ], CRF, [interpolation].
 
-    δ is drawn here only when it is one value per clip (paper); the release draws it per frame."""
+    δ is drawn here only when it is one value per clip (paper); the release draws it per frame. With
+    ``blur_aniso_prob`` > 0, last: the kernel type, then σy and θ for an anisotropic one (draws
+    added at the end, so configs without anisotropic kernels draw exactly what they drew before)."""
     blur = float(rng.uniform(*cfg.blur_sigma))
     noise = None if cfg.noise_per_frame else float(rng.uniform(*cfg.noise_sigma))
     lo, hi = cfg.crf
@@ -179,7 +198,12 @@ def sample_params(cfg: DegradationConfig, rng: np.random.Generator) -> Degradati
     interp = None
     if cfg.downsample_interp == RANDOM_INTERP:
         interp = str(rng.choice(list(_INTERP), p=np.asarray(cfg.downsample_probs)))
-    return DegradationParams(blur_sigma=blur, noise_sigma=noise, crf=crf, downsample_interp=interp)
+    sigma_y = theta = None
+    if cfg.blur_aniso_prob > 0 and rng.uniform() < cfg.blur_aniso_prob:
+        sigma_y = float(rng.uniform(*cfg.blur_sigma_y))
+        theta = float(rng.uniform(-np.pi, np.pi))
+    return DegradationParams(blur_sigma=blur, noise_sigma=noise, crf=crf, downsample_interp=interp,
+                             blur_sigma_y=sigma_y, blur_theta=theta)
 
 
 def gaussian_kernel_1d(sigma: float, size: int) -> np.ndarray:
@@ -188,6 +212,17 @@ def gaussian_kernel_1d(sigma: float, size: int) -> np.ndarray:
     The 2-D isotropic kernel k_σ of Eq. 9 is its outer product with itself (separable)."""
     offsets = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
     kernel = np.exp(-0.5 * (offsets / max(sigma, 1e-8)) ** 2)
+    return kernel / kernel.sum()
+
+
+def anisotropic_gaussian_kernel(sigma_x: float, sigma_y: float, theta: float, size: int) -> np.ndarray:
+    """Normalised 2-D Gaussian (size, size) float64 with covariance R(θ) diag(σx², σy²) R(θ)ᵀ, sampled at
+    integer offsets (row = y, column = x): the release's ``bivariate_Gaussian`` (degradations.py:113-141)."""
+    offsets = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    grid = np.stack(np.meshgrid(offsets, offsets), axis=-1)          # (size, size, 2): (x, y)
+    rotation = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    covariance = rotation @ np.diag([sigma_x ** 2, sigma_y ** 2]) @ rotation.T
+    kernel = np.exp(-0.5 * np.einsum("...i,ij,...j->...", grid, np.linalg.inv(covariance), grid))
     return kernel / kernel.sum()
 
 
@@ -324,6 +359,10 @@ def degrade_frames(frames: Iterable[np.ndarray], params: DegradationParams, cfg:
         rng = np.random.default_rng(params.seed)
     noise_rngs = iter(_noise_generators(cfg, rng))
     kernel = gaussian_kernel_1d(params.blur_sigma, cfg.blur_kernel_size).astype(np.float32)
+    kernel_2d = None
+    if params.blur_theta is not None:
+        kernel_2d = anisotropic_gaussian_kernel(params.blur_sigma, params.blur_sigma_y, params.blur_theta,
+                                                cfg.blur_kernel_size).astype(np.float32)
     interp_name = params.downsample_interp or cfg.downsample_interp
     if interp_name not in _INTERP:
         raise ValueError(f"downsample interpolation {interp_name!r}: the config draws one per clip "
@@ -351,7 +390,10 @@ def degrade_frames(frames: Iterable[np.ndarray], params: DegradationParams, cfg:
             noise_rng = next(noise_rngs)   # bound now: steps are built in order
             return (_noise(x, params.noise_sigma, cfg, noise_rng) for x in stream)
         if step == "blur":
-            # reflect-101 borders, as cv2.filter2D in the release
+            # reflect-101 borders, as cv2.filter2D in the release (a Gaussian is point-symmetric, so
+            # filter2D's correlation is the convolution)
+            if kernel_2d is not None:
+                return (cv2.filter2D(x, -1, kernel_2d, borderType=cv2.BORDER_REFLECT_101) for x in stream)
             return (cv2.sepFilter2D(x, -1, kernel, kernel, borderType=cv2.BORDER_REFLECT_101) for x in stream)
         if step == "downsample":
             return (cv2.resize(x, (x.shape[1] // cfg.scale, x.shape[0] // cfg.scale), interpolation=interp)

@@ -7,7 +7,7 @@ clip too short for every interval is an error that names the clip.
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -18,12 +18,15 @@ def fitting_intervals(num_frames: int, length: int, intervals: Sequence[int]) ->
 
 
 def sample_window(num_frames: int, length: int, intervals: Sequence[int], rng: np.random.Generator,
-                  reverse_prob: float = 0.0, name: str = "clip") -> List[int]:
+                  reverse_prob: float = 0.0, name: str = "clip", centre: Optional[int] = None) -> List[int]:
     """Frame indices of one sample: ``length`` indices, equally spaced, inside ``[0, num_frames)``.
 
     The interval is drawn uniformly among the configured ones that fit; the start uniformly among
-    the valid starts; with probability ``reverse_prob`` the order is reversed (time reversal is a
-    valid face video too, and doubles the motion directions seen).
+    the valid starts, or, with ``centre`` (frame-uniform sampling, the release's
+    ``vfhq_real_degradation2_dataset.py:256-288``), so that frame ``centre`` sits at position
+    ``length // 2`` of the window (a uniformly drawn valid start when that window would leave the
+    clip, as the release re-draws the centre); with probability ``reverse_prob`` the order is
+    reversed (time reversal is a valid face video too, and doubles the motion directions seen).
     """
     if length < 1:
         raise ValueError(f"clip length must be >= 1, got {length}")
@@ -33,7 +36,9 @@ def sample_window(num_frames: int, length: int, intervals: Sequence[int], rng: n
                          f"of {list(intervals)}; lower data.*.clip_length or remove the clip")
     interval = int(fits[int(rng.integers(len(fits)))])
     span = (length - 1) * interval + 1
-    start = int(rng.integers(num_frames - span + 1))
+    start = -1 if centre is None else centre - (length // 2) * interval
+    if start < 0 or start + span > num_frames:
+        start = int(rng.integers(num_frames - span + 1))
     window = list(range(start, start + span, interval))
     if reverse_prob > 0 and rng.uniform() < reverse_prob:
         window.reverse()

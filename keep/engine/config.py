@@ -17,7 +17,11 @@ from keep.data.dataset import ClipDatasetConfig
 class DataConfig:
     train: ClipDatasetConfig
     val: Optional[ClipDatasetConfig] = None     # held-out clips for validation (PSNR, LPIPS)
-    batch_size: int = 1                         # clips per process (GPU); global batch = this x world size
+    batch_size: int = 1                         # clips per process (GPU); global batch = this x world size (gpus: 0)
+    # The GPU count batch_size was set for (the release: 2, 2, 4). 0: batch_size is per process whatever
+    # the launch. N > 0: the global batch is batch_size x N, kept for any world size W by training each
+    # process on batch_size x N / W clips; refused when W does not divide it (keep.engine.batching)
+    gpus: int = 0
     num_workers: int = 2
 
 
@@ -74,11 +78,21 @@ class LossConfig:
     # `adversarial`; "fixed" uses `adversarial` as is. Other stages: always fixed.
     adversarial_weight: str = "adaptive"
     adaptive_weight_max: float = 1.0
-    perceptual_type: str = "vgg"                # vgg (VGG-19 features, L1) | lpips_vgg (LPIPS, VGG-16)
+    # stage I: the adaptive weight times this (the release's `disc_weight` 0.8, vqgan_model.py:79, :156)
+    adaptive_weight_scale: float = 1.0
+    # discriminator update: "joint" = real and fake in one forward (one BatchNorm batch), "separate" =
+    # a forward (and backward) for the real batch, then one for the fake (the release, vqgan_model.py:170-183)
+    disc_passes: str = "joint"
+    # vgg (VGG-19 features, L1) | lpips_vgg (LPIPS, VGG-16, inputs in [-1, 1]) | lpips_vgg_release (the
+    # release's LPIPSLoss: inputs ImageNet-normalised before LPIPS's own scaling, keep/losses/lpips_loss.py)
+    perceptual_type: str = "vgg"
     disc_start: int = 0                         # step from which the adversarial terms are on
     perceptual_pretrained: bool = True          # false: random VGG (smoke runs only; logged)
     perceptual_layers: Dict[str, float] = field(default_factory=lambda: {
         "conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0})
+    # stage III temporal loss: [] = masked L1 on the output frames (TemporalLoss, Eq. 7-8); decoder scales
+    # (e.g. ["32"]) = the release's Charbonnier on the features after CFT/CFA there (FeatureTemporalLoss)
+    temporal_scales: List[str] = field(default_factory=list)
     consistency_alpha: float = 0.01             # forward-backward check (Eq. 8)
     consistency_beta: float = 0.5
 
@@ -124,8 +138,9 @@ class TrainConfig:
     # stage II/III with a GMFlow flow net that no init loads: its weights are random and the Kalman
     # prediction carries no information. Refused unless this is true (then only a warning).
     allow_random_flow: bool = False
-    # stage III: how the fusion modules (CFT, CFA) start, see keep.models.stage3.init_fusion;
-    # "gated": bounded first steps (default); "net": as the network built them (zero_init)
+    # stage III: how the fusion modules (CFT, CFA) start, see keep.models.stage3; "gated": bounded first
+    # steps, every weight learns (default); "official": the release's all-zero init (only biases and
+    # LayerNorm affines learn); "net": as the network built them (zero_init)
     fusion_init: str = "gated"
 
     def __post_init__(self) -> None:
@@ -151,10 +166,15 @@ class TrainConfig:
                 raise ConfigError(f"init[{i}]: give exactly one of path (a file) or weight (a keep.weights name)")
         if self.losses.adversarial_weight not in ("adaptive", "fixed"):
             raise ConfigError(f"losses.adversarial_weight: expected adaptive or fixed, got {self.losses.adversarial_weight!r}")
-        if self.losses.perceptual_type not in ("vgg", "lpips_vgg"):
-            raise ConfigError(f"losses.perceptual_type: expected vgg or lpips_vgg, got {self.losses.perceptual_type!r}")
-        if self.fusion_init not in ("gated", "net"):
-            raise ConfigError(f"fusion_init: expected gated or net, got {self.fusion_init!r}")
+        if self.losses.perceptual_type not in ("vgg", "lpips_vgg", "lpips_vgg_release"):
+            raise ConfigError(f"losses.perceptual_type: expected vgg, lpips_vgg or lpips_vgg_release, "
+                              f"got {self.losses.perceptual_type!r}")
+        if self.fusion_init not in ("gated", "official", "net"):
+            raise ConfigError(f"fusion_init: expected gated, official or net, got {self.fusion_init!r}")
+        if self.losses.disc_passes not in ("joint", "separate"):
+            raise ConfigError(f"losses.disc_passes: expected joint or separate, got {self.losses.disc_passes!r}")
+        if self.losses.adaptive_weight_scale < 0:
+            raise ConfigError(f"losses.adaptive_weight_scale must be >= 0, got {self.losses.adaptive_weight_scale}")
         if self.keep_every < 0:
             raise ConfigError(f"keep_every must be >= 0, got {self.keep_every}")
         if not isinstance(self.net, dict):
@@ -185,6 +205,7 @@ class TrainConfig:
             d.gt_size = r
             deg = d.degradation
             deg.blur_sigma = tuple(round(v * factor, 4) for v in deg.blur_sigma)
+            deg.blur_sigma_y = tuple(round(v * factor, 4) for v in deg.blur_sigma_y)
             deg.blur_kernel_size = max(3, int(round(deg.blur_kernel_size * factor)) | 1)
         self.resolution = 0
 

@@ -55,7 +55,7 @@ def preflight(cfg: TrainConfig, with_init: bool = True) -> List[InitConfig]:
             get_weight("vgg19", download=cfg.download_weights)
         except WeightsNotFoundError as err:
             problems.append(f"perceptual loss: {err}")
-    if cfg.losses.perceptual > 0 and cfg.losses.perceptual_pretrained and cfg.losses.perceptual_type == "lpips_vgg":
+    if cfg.losses.perceptual > 0 and cfg.losses.perceptual_pretrained and cfg.losses.perceptual_type.startswith("lpips"):
         from keep.metrics.lpips_metric import backbone_file
         url, backbone = backbone_file("vgg")
         if not backbone.is_file():

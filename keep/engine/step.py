@@ -3,7 +3,7 @@ optimiser that does zero-grad, (scaled) backward, unscale + clip and step."""
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Iterable
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 from torch.optim import Optimizer
@@ -27,6 +27,29 @@ class StepContext:
         optimizer = self.optimizers[name]
         optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        self._clip_and_step(name)
+
+    def optimize_accumulated(self, name: str, losses: Sequence[Callable[[], torch.Tensor]],
+                             runner: Optional[torch.nn.Module] = None) -> List[float]:
+        """One optimiser step of ``name`` on the sum of several losses, each with its own forward
+        (``losses``: callables run in order) and backward, as the release's separate real / fake D
+        passes. Under DDP (``runner`` the wrapper) only the last backward all-reduces: the gradients
+        of the earlier ones are accumulated locally and reduced with it. Returns the loss values."""
+        optimizer = self.optimizers[name]
+        optimizer.zero_grad(set_to_none=True)
+        values = []
+        for i, make_loss in enumerate(losses):
+            last = i == len(losses) - 1
+            quiet = runner.no_sync() if (not last and hasattr(runner, "no_sync")) else contextlib.nullcontext()
+            with quiet:
+                loss = make_loss()
+                self.scaler.scale(loss).backward()
+            values.append(float(loss.detach()))
+        self._clip_and_step(name)
+        return values
+
+    def _clip_and_step(self, name: str) -> None:
+        optimizer = self.optimizers[name]
         if self.grad_clip.get(name, 0.0) > 0:
             self.scaler.unscale_(optimizer)
             norm = torch.nn.utils.clip_grad_norm_(self.params[name], self.grad_clip[name])

@@ -26,6 +26,7 @@ from keep.config import to_dict
 from keep.data.dataset import VideoClipDataset, to_uint8
 from keep.data.sampler import StepSampler
 from keep.engine import checkpoint as ckpt
+from keep.engine.batching import per_process_batch
 from keep.engine.config import TrainConfig
 from keep.engine.distributed import (DistInfo, any_rank, barrier, broadcast_buffers, cleanup, init_distributed,
                                      mean_over_ranks)
@@ -120,6 +121,8 @@ class Trainer:
         self.run_dir = Path(cfg.output_dir) / cfg.name
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.log = setup_logging(self.run_dir, self.dist.is_main)
+        self.batch_size, batch_note = per_process_batch(cfg.data.batch_size, cfg.data.gpus, self.dist.world_size)
+        self.log.info("%s", batch_note)
         if self.dist.is_main:
             for stale in ckpt.clean_stale_temporaries(self.ckpt_dir, self.run_dir):
                 self.log.info("removed %s (a temporary left by a killed save)", stale)
@@ -256,9 +259,9 @@ class Trainer:
     def _loader(self) -> DataLoader:
         data = self.cfg.data
         dataset = VideoClipDataset(data.train)
-        sampler = StepSampler(len(dataset), data.batch_size, self.cfg.seed, self.step, self.dist.rank,
+        sampler = StepSampler(len(dataset), self.batch_size, self.cfg.seed, self.step, self.dist.rank,
                               self.dist.world_size)
-        return DataLoader(dataset, batch_size=data.batch_size, sampler=sampler, num_workers=data.num_workers,
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=data.num_workers,
                           pin_memory=self.device.type == "cuda", persistent_workers=data.num_workers > 0,
                           drop_last=True)
 

@@ -3,7 +3,7 @@ from keep.losses.code import code_cross_entropy, code_feature_loss
 from keep.losses.gan import GANLoss
 from keep.losses.lpips_loss import LPIPSLoss
 from keep.losses.perceptual import PerceptualLoss
-from keep.losses.temporal import TemporalLoss, consistency_mask
+from keep.losses.temporal import FeatureTemporalLoss, TemporalLoss, consistency_mask, resize_flow
 
-__all__ = ["GANLoss", "LPIPSLoss", "PerceptualLoss", "TemporalLoss", "code_cross_entropy", "code_feature_loss",
-           "consistency_mask"]
+__all__ = ["FeatureTemporalLoss", "GANLoss", "LPIPSLoss", "PerceptualLoss", "TemporalLoss", "code_cross_entropy",
+           "code_feature_loss", "consistency_mask", "resize_flow"]

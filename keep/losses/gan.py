@@ -35,11 +35,24 @@ class GANLoss(nn.Module):
         return F.mse_loss(s, torch.ones_like(s))
 
     def discriminator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
-        """Loss for the discriminator: real -> high, fake -> low (fake scores must be detached)."""
-        r, f = real_scores.float(), fake_scores.float()
+        """Loss for the discriminator: real -> high, fake -> low (fake scores must be detached);
+        the mean of the two halves."""
+        return 0.5 * (self.discriminator_real_loss(real_scores) + self.discriminator_fake_loss(fake_scores))
+
+    def discriminator_real_loss(self, real_scores: torch.Tensor) -> torch.Tensor:
+        """The real half of the discriminator loss (real -> high)."""
+        r = real_scores.float()
         if self.gan_type == "hinge":
-            return 0.5 * (F.relu(1 - r).mean() + F.relu(1 + f).mean())
+            return F.relu(1 - r).mean()
         if self.gan_type == "vanilla":
-            return 0.5 * (F.binary_cross_entropy_with_logits(r, torch.ones_like(r))
-                          + F.binary_cross_entropy_with_logits(f, torch.zeros_like(f)))
-        return 0.5 * (F.mse_loss(r, torch.ones_like(r)) + F.mse_loss(f, torch.zeros_like(f)))
+            return F.binary_cross_entropy_with_logits(r, torch.ones_like(r))
+        return F.mse_loss(r, torch.ones_like(r))
+
+    def discriminator_fake_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
+        """The fake half of the discriminator loss (fake -> low; scores of detached fakes)."""
+        f = fake_scores.float()
+        if self.gan_type == "hinge":
+            return F.relu(1 + f).mean()
+        if self.gan_type == "vanilla":
+            return F.binary_cross_entropy_with_logits(f, torch.zeros_like(f))
+        return F.mse_loss(f, torch.zeros_like(f))

@@ -36,8 +36,11 @@ class StageModel:
         w = cfg.losses
         self.perceptual = None
         if w.perceptual > 0:
-            self.perceptual = (PerceptualLoss(w.perceptual_layers, w.perceptual_pretrained, seed=cfg.seed)
-                               if w.perceptual_type == "vgg" else LPIPSLoss(w.perceptual_pretrained, seed=cfg.seed))
+            if w.perceptual_type == "vgg":
+                self.perceptual = PerceptualLoss(w.perceptual_layers, w.perceptual_pretrained, seed=cfg.seed)
+            else:  # lpips_vgg | lpips_vgg_release (the release's double input normalisation)
+                self.perceptual = LPIPSLoss(w.perceptual_pretrained, seed=cfg.seed,
+                                            input_norm="imagenet" if w.perceptual_type == "lpips_vgg_release" else "none")
         self.gan = GANLoss(w.gan_type) if w.adversarial > 0 else None
         if self.gan is not None and self.disc is None:
             raise ValueError(f"stage {self.stage}: losses.adversarial > 0 needs a `discriminator:` spec")
@@ -93,16 +96,32 @@ class StageModel:
             weight = w.adversarial
             if last_layer is not None:
                 ratio = adaptive_weight(reconstruction + loss, g_adv, last_layer, w.adaptive_weight_max)
-                weight = weight * ratio
+                weight = weight * ratio * w.adaptive_weight_scale   # the release's x 0.8 (vqgan_model.py:156)
                 logs["adv_weight"] = float(weight)
             loss = loss + weight * g_adv
             logs["g_adv"] = g_adv.item()
         return loss
 
     def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, ctx, logs: Dict[str, float]) -> None:
-        """One D update on real and (detached) fake; a single DDP forward per backward."""
+        """One D update on real and (detached) fake; a single DDP forward per backward.
+
+        ``losses.disc_passes: joint``: one forward of [real, fake] (a BatchNorm D normalises them as one
+        batch), loss 0.5 (real + fake). ``separate`` (the release, vqgan_model.py:170-183): a forward and
+        backward of the real batch, then of the fake one, gradients summed, one step; loss real + fake."""
+        disc = self.runners["disc"]
+        if self.cfg.losses.disc_passes == "separate":
+            def real_loss() -> torch.Tensor:
+                with ctx.autocast():
+                    return self.gan.discriminator_real_loss(disc(real))
+
+            def fake_loss() -> torch.Tensor:
+                with ctx.autocast():
+                    return self.gan.discriminator_fake_loss(disc(fake.detach()))
+            parts = ctx.optimize_accumulated("disc", [real_loss, fake_loss], disc)
+            logs.update({"d_loss_real": parts[0], "d_loss_fake": parts[1], "d_loss": parts[0] + parts[1]})
+            return
         with ctx.autocast():
-            real_logits, fake_logits = self.runners["disc"](torch.cat([real, fake.detach()])).chunk(2)
+            real_logits, fake_logits = disc(torch.cat([real, fake.detach()])).chunk(2)
             d_loss = self.gan.discriminator_loss(real_logits, fake_logits)
         ctx.optimize("disc", d_loss)
         logs["d_loss"] = d_loss.item()

@@ -4,8 +4,9 @@
 
 Targets come from the frozen HQ path on the GT frames: ``idx_gt`` = nearest code of E_H(y) (the
 stage I encoder, held by KEEP as ``hq_encoder``). The codebook, generator and E_H are frozen by the
-config (``frozen:``); codes pass straight through to the fused state (``detach_codes=False``, the
-release's ``detach_16=False``).
+config (``frozen:``); codes pass straight through to the fused state (``detach_codes=False``). The
+v1.0.0 release detaches them (``detach_16=True``, keep_model.py:136-137); no stage II loss uses the
+decoded frames, so the gradients are the same; ours only keeps a graph the losses do not need.
 """
 from __future__ import annotations
 
