@@ -79,10 +79,8 @@ USES: Dict[str, Use] = {
     "codeformer-vqgan": Use("keep train stage I (optional init)", _vqgan),
 }
 
-#: The files ``keep restore`` reads with its defaults besides the KEEP weights (``--detector retinaface``,
-#: ``--mask auto``: ParseNet when present; without it the run falls back to a square mask, which is not
-#: the release's paste-back, so the doctor counts it as needed).
-DEFAULT_RESTORE_FILES = ("retinaface-resnet50", "parsenet")
+# Which files a restore setup needs (and which it can do without) is keep.restore.needs.restore_needs,
+# the list keep restore's own pre-flight check reads.
 
 
 @dataclass
@@ -91,8 +89,9 @@ class FileReport:
     name: str                    # registry name, or "--weights" for a file given by path
     needed_for: str
     required: bool               # needed by the run being checked (exit status 1 when not usable)
-    path: str
-    present: bool
+    optional: str = ""           # read when present (then it must be usable); what the run does without it
+    path: str = ""
+    present: bool = False
     size_bytes: Optional[int] = None
     sha256: Optional[str] = None           # full digest of the file on disk
     expected_sha256: str = ""              # the registry's (a prefix for the release files); "" = none
