@@ -1,0 +1,192 @@
+"""Issue 24, what a newcomer meets on a first run: every missing file in one message before anything loads,
+progress that moves before the first window is through the network, an honest estimate of the rest,
+and the CPU's default window."""
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+
+import keep.api
+import keep.face.detect
+from keep.archs.keep_net import KEEP
+from keep.cli import main
+from keep.io.samples import write_sample_clip
+from keep.restore import pipeline, progress
+from keep.restore.options import RestoreOptions
+from keep.restore.preflight import check_model_files
+from keep.restore.progress import RunProgress, default_window
+from keep.weights import WEIGHTS, WeightsNotFoundError
+from tests.tiny_models import random_tiny_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SIZE = 64   # the tiny network at 64 px: aligned frames are resized to it
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return random_tiny_checkpoint(tmp_path_factory.mktemp("w") / "tiny.pth", SIZE)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """10 frames of seeded noise: aligned mode needs no face."""
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8) for _ in range(10)]
+    return write_sample_clip(frames, tmp_path_factory.mktemp("clips") / "noise.mp4", tone_hz=None)
+
+
+@pytest.fixture
+def empty_weights(tmp_path, monkeypatch):
+    root = tmp_path / "weights"
+    root.mkdir()
+    monkeypatch.setenv("KEEP_WEIGHTS_DIR", str(root))
+    return root
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network: every download attempt is recorded and fails as an offline machine's does."""
+    tried = []
+
+    def refuse(request, *args, **kwargs):
+        tried.append(getattr(request, "full_url", request))
+        raise urllib.error.URLError("no route to host")
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    return tried
+
+
+@pytest.fixture
+def loads(monkeypatch):
+    """Records (and refuses) every network load: KEEP and RetinaFace."""
+    calls = []
+
+    def refuse(what):
+        def load(*args, **kwargs):
+            calls.append(what)
+            raise AssertionError(f"{what} was loaded")
+        return load
+    monkeypatch.setattr(keep.api, "load_model", refuse("KEEP"))
+    monkeypatch.setattr(keep.face.detect, "load_retinaface", refuse("RetinaFace"))
+    return calls
+
+
+def restore(capsys, clip, out, *args):
+    status = main(["restore", str(clip), "-o", str(out), "--no-progress", *map(str, args)])
+    return status, capsys.readouterr().err
+
+
+def test_missing_detector_weights_stop_the_run_before_the_network_loads(tmp_path, clip, tiny, empty_weights,
+                                                                        offline, loads, capsys):
+    out = tmp_path / "out"
+    status, err = restore(capsys, clip, out, "--weights", tiny)
+    assert status == 1 and loads == []
+    assert "Traceback" not in err and err.count("error:") == 1
+    item = WEIGHTS["retinaface-resnet50"]
+    assert "1 file(s) this run needs are missing; nothing was loaded" in err
+    assert "retinaface-resnet50 (--detector retinaface (the default))" in err
+    assert item.url in err and str(item.path(empty_weights)) in err     # where from, where to
+    assert "--detector dlib" in err                                     # the offline way, in the same message
+    assert "parsenet" not in err                                        # optional under --mask auto
+    assert offline == [item.url]                                        # fetched once, before anything loaded
+    assert not out.exists() and list(empty_weights.iterdir()) == []     # no folder left by the failed download
+
+
+def test_every_missing_file_is_in_one_message(tmp_path, clip, empty_weights, offline, loads, capsys):
+    status, err = restore(capsys, clip, tmp_path / "out", "--weights", "keep-v1", "--mask", "parse",
+                          "--bg-upsampler", "realesrgan")
+    assert status == 1 and loads == [] and err.count("error:") == 1
+    assert "4 file(s) this run needs are missing" in err
+    for name in ("keep-v1", "retinaface-resnet50", "parsenet", "realesrgan-x2"):
+        assert f"  - {name} (" in err and WEIGHTS[name].filename in err
+    assert sorted(offline) == sorted(WEIGHTS[n].url for n in ("keep-v1", "retinaface-resnet50", "parsenet",
+                                                               "realesrgan-x2"))
+
+
+def test_a_run_that_cannot_start_downloads_nothing(tmp_path, clip, empty_weights, offline, loads, capsys):
+    """An unpublished checkpoint or a wrong --weights path cannot be fetched: the run stops at once, without
+    downloading the other missing files first."""
+    for weights, fragment in (("keep-v1-asian", "is not published"), (tmp_path / "nope.pth", "no such file")):
+        status, err = restore(capsys, clip, tmp_path / "out", "--weights", weights)
+        assert status == 1 and loads == [] and offline == []
+        assert "2 file(s) this run needs are missing" in err and fragment in err
+        assert "retinaface-resnet50" in err and "--detector dlib" in err
+
+
+def test_offline_dlib_setup_with_only_its_weights_passes(tmp_path, tiny, empty_weights, offline):
+    check_model_files(RestoreOptions(tmp_path, weights=str(tiny), detector="dlib"))
+    assert offline == []
+    with pytest.raises(WeightsNotFoundError, match="parsenet .--mask parse"):
+        check_model_files(RestoreOptions(tmp_path, weights=str(tiny), detector="dlib", mask="parse"))
+
+
+def test_network_bar_moves_per_face_before_the_first_frame_is_written(tmp_path, clip, tiny, monkeypatch):
+    seen, lines = [], []
+
+    class Recording(RunProgress):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, report=lines.append, **kwargs)
+
+        def _faces_done(self, *args):
+            super()._faces_done(*args)
+            seen.append((self.network.n, self.frames.n))   # (faces on the network bar, frames written)
+    monkeypatch.setattr(pipeline, "RunProgress", Recording)
+    options = RestoreOptions(tmp_path / "out", weights=str(tiny), aligned=True, window=5, progress=True)
+    pipeline.VideoRestorer(options).run(clip)
+    # one step per face as it leaves the decoder, the first five before any frame of the window is written
+    assert seen == [(n, 0) for n in range(1, 6)] + [(n, 5) for n in range(6, 11)]
+    assert len(lines) == 1 and lines[0].startswith("first frame written after ")
+    assert "s a face" in lines[0] and "more for the other 9 frames" in lines[0]
+
+
+def test_estimate_prices_the_rest_at_the_measured_network_and_pipeline_rates(monkeypatch):
+    """Look-ahead frames are detected before the first window runs: an average of frames written over the
+    time since the start (25 s / 1 frame * 9 = 225 s here) would count them again and again."""
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
+    bar = RunProgress(torch.nn.Module(), "clip", 10, enabled=False, faces_per_frame=lambda: 1.0)
+    for _ in range(5):                 # 5 frames decoded and detected, 1 s each
+        clock[0] += 1
+        bar.decoded()
+    bar._call_started(None, None)      # the network's first call, at 5 s: 10 s a face
+    for _ in range(2):
+        clock[0] += 10
+        bar._faces_done(None, None, torch.zeros(1, 3, 4, 4))
+    bar.written(1)
+    # 8 faces left at 10 s + 5 frames left at (25 - 20) s / 5 frames
+    assert bar.eta() == pytest.approx(8 * 10 + 5 * 1)
+    assert bar.first_line == "first frame written after 25 s (network: 10.0 s a face); about 85 s more for the " \
+                             "other 9 frames"
+    bar.close()
+
+
+def test_default_window_is_four_on_the_cpu_and_twenty_elsewhere(tmp_path, clip, tiny, monkeypatch, capsys):
+    assert default_window(torch.device("cpu")) == 4
+    assert default_window(torch.device("cuda")) == default_window(torch.device("mps")) == 20
+    calls = []
+    inner = KEEP.restore_window
+
+    def recording(self, x, *args, **kwargs):
+        calls.append(x.shape[1])
+        return inner(self, x, *args, **kwargs)
+    monkeypatch.setattr(KEEP, "restore_window", recording)
+    status, err = restore(capsys, clip, tmp_path / "a", "--weights", tiny, "--aligned", "--device", "cpu")
+    assert status == 0, err
+    assert calls == [4, 4, 2]          # 10 frames, windows of 4, the state carried
+    calls.clear()
+    status, err = restore(capsys, clip, tmp_path / "b", "--weights", tiny, "--aligned", "--window", "20")
+    assert status == 0 and calls == [10]    # a window given is a window kept
+
+
+def test_a_failed_download_removes_only_the_folders_it_made(tmp_path, offline):
+    from keep.weights import download_weight
+    root = tmp_path / "deep" / "weights"              # neither exists yet
+    with pytest.raises(WeightsNotFoundError, match="could not download"):
+        download_weight("parsenet", root=root, progress=False)
+    assert offline and not (tmp_path / "deep").exists()
+    # a folder that was there before (the user's, even empty) stays
+    (root / "facelib").mkdir(parents=True)
+    with pytest.raises(WeightsNotFoundError):
+        download_weight("parsenet", root=root, progress=False)
+    assert (root / "facelib").is_dir() and list((root / "facelib").iterdir()) == []
