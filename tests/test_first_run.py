@@ -1,6 +1,7 @@
 """Issue 24, what a newcomer meets on a first run: every missing file in one message before anything loads,
 progress that moves before the first window is through the network, an honest estimate of the rest,
 and the CPU's default window."""
+import re
 import urllib.error
 import urllib.request
 
@@ -190,3 +191,17 @@ def test_a_failed_download_removes_only_the_folders_it_made(tmp_path, offline):
     with pytest.raises(WeightsNotFoundError):
         download_weight("parsenet", root=root, progress=False)
     assert (root / "facelib").is_dir() and list((root / "facelib").iterdir()) == []
+
+
+def test_boundary_table_of_short_clips_prints_no_nan_rows():
+    from keep.evaluation.boundary import boundary_markdown, boundary_report
+    short = boundary_report({"KEEP": {"psnr": [np.arange(5.0)], "flicker": [np.arange(5.0)]}}, window=20)
+    text = boundary_markdown(short, 20)
+    assert not re.search(r"\bnan\b", text) and "|" not in text and "No clip is longer than 20 frames" in text
+    # a long clip's rows are printed; a column with no value at its boundary frames is left out, and said so
+    mixed = boundary_report({"KEEP": {"psnr": [np.arange(25.0)], "ids": [np.r_[np.ones(20), np.full(5, np.nan)]]}},
+                            window=20)
+    text = boundary_markdown(mixed, 20)
+    # boundary: frame 20; inside: frames 1..24 but 20, mean (190 + 90) / 23
+    assert not re.search(r"\bnan\b", text) and "| KEEP | `psnr` | 20 | 12.1739 | 1.6429 | 1 | 23 |" in text
+    assert "`ids`" not in text and "1 method/column pair(s) left out" in text

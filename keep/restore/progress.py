@@ -58,7 +58,10 @@ class RunProgress:
         self.faces_per_frame = faces_per_frame   # expected faces per frame (1 for one face)
         self.report = report
         self.started = time.perf_counter()
-        self.frames = tqdm(total=total, unit="frame", desc=name, disable=not enabled, position=0)
+        # no tqdm estimate of its own: it divides the time since the start, look-ahead detection included,
+        # by the frames written, and would contradict (by far) the one in the postfix (see eta())
+        self.frames = tqdm(total=total, unit="frame", desc=name, disable=not enabled, position=0,
+                           bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} frames written [{elapsed}{postfix}]")
         self.network = tqdm(total=None, unit="face", desc="network", disable=not enabled, position=1, leave=False,
                             bar_format="{desc}: {n_fmt} faces restored [{elapsed}{postfix}]")
         self.decoded_frames = 0
