@@ -47,6 +47,15 @@ def _vgg19(path: Path):
     return features
 
 
+def _torchvision(path: Path, arch: str):
+    # as torchvision builds it for lpips (torchvision.models.<arch>(weights=...IMAGENET1K_V1)): strict
+    import torch
+    import torchvision
+    net = getattr(torchvision.models, arch)()
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    return net
+
+
 def _vqgan(path: Path):
     # the stage I network of configs/stage1.yaml (VQGAN's defaults are that config's sizes)
     from keep.archs.vqgan import VQGAN
@@ -76,6 +85,8 @@ USES: Dict[str, Use] = {
     "i3d-kinetics400": Use("keep eval (fvd)", _loader("keep.metrics.fvd", "load_i3d")),
     "gmflow-sintel": Use("keep eval (flicker) / keep train stage II", _loader("keep.metrics.flicker", "load_gmflow")),
     "vgg19": Use("keep train (perceptual loss)", _vgg19),
+    "lpips-alexnet": Use("keep eval (lpips) / keep train (validation lpips)", lambda p: _torchvision(p, "alexnet")),
+    "lpips-vgg16": Use("keep train (lpips loss)", lambda p: _torchvision(p, "vgg16")),
     "codeformer-vqgan": Use("keep train stage I (optional init)", _vqgan),
 }
 

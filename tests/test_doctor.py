@@ -53,7 +53,8 @@ def layouts(one_thread):
 
 
 @pytest.fixture(autouse=True)
-def no_download(monkeypatch):
+def no_download(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))   # LPIPS's backbones: torch hub's cache
     def refuse(*args, **kwargs):
         raise AssertionError("keep doctor tried to download")
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
@@ -105,7 +106,8 @@ def test_every_registered_file_has_a_known_use_and_loader():
 def test_empty_folder_fails_naming_every_default_file_and_the_command_to_fix_it(tmp_path):
     root = tmp_path / "weights"
     root.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "KEEP_WEIGHTS_DIR": str(tmp_path / "elsewhere")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KEEP_WEIGHTS_DIR": str(tmp_path / "elsewhere"),
+           "TORCH_HOME": str(tmp_path / "torch-home")}
     done = subprocess.run([sys.executable, "-m", "keep.cli", "doctor", "--weights-dir", str(root)], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stdout + done.stderr

@@ -205,3 +205,17 @@ def test_boundary_table_of_short_clips_prints_no_nan_rows():
     # boundary: frame 20; inside: frames 1..24 but 20, mean (190 + 90) / 23
     assert not re.search(r"\bnan\b", text) and "| KEEP | `psnr` | 20 | 12.1739 | 1.6429 | 1 | 23 |" in text
     assert "`ids`" not in text and "1 method/column pair(s) left out" in text
+
+
+def test_lpips_backbones_are_registered_where_lpips_reads_them(tmp_path, monkeypatch, capsys):
+    """`keep download lpips-alexnet` must put the file where the lpips package (through torchvision) loads
+    it: torchvision's own URL and file name for AlexNet_Weights / VGG16_Weights, in torch hub's cache."""
+    from keep.metrics.lpips_metric import backbone_file
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    for name, net in (("lpips-alexnet", "alex"), ("lpips-vgg16", "vgg")):
+        url, path = backbone_file(net)
+        assert (WEIGHTS[name].url, WEIGHTS[name].path(tmp_path / "weights")) == (url, path)
+        assert path.name.split("-")[-1].split(".")[0] == WEIGHTS[name].sha256
+    assert main(["download", "--list", "--dir", str(tmp_path / "weights")]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["lpips-alexnet"])
+    assert str(backbone_file("alex")[1]) in row and "missing" in row
