@@ -150,7 +150,7 @@ def test_estimate_prices_the_rest_at_the_measured_network_and_pipeline_rates(mon
     for _ in range(5):                 # 5 frames decoded and detected, 1 s each
         clock[0] += 1
         bar.decoded()
-    bar._call_started(None, None)      # the network's first call, at 5 s: 10 s a face
+    bar._call_started(None, (torch.zeros(4, 3, 4, 4),))   # the first call, at 5 s: 10 s a face
     for _ in range(2):
         clock[0] += 10
         bar._faces_done(None, None, torch.zeros(1, 3, 4, 4))

@@ -80,6 +80,8 @@ class RunProgress:
     # hooks: called in the network's thread (a stage thread when stages overlap)
     def _call_started(self, module, inputs) -> None:
         self._mark = time.perf_counter()
+        # the encoder and the flow net take the whole window first (a minute or more on a CPU): say so
+        self.network.set_postfix_str(f"encoding a window of {int(inputs[0].shape[0])} frames", refresh=True)
 
     def _faces_done(self, module, inputs, output) -> None:
         now = time.perf_counter()
@@ -88,6 +90,7 @@ class RunProgress:
         self._mark = now
         count = int(output.shape[0])
         self.faces += count
+        self.network.set_postfix_str(f"{self.network_seconds / self.faces:.1f} s a face", refresh=False)
         self.network.update(count)
 
     # called by the pipeline
