@@ -219,3 +219,30 @@ def test_lpips_backbones_are_registered_where_lpips_reads_them(tmp_path, monkeyp
     assert main(["download", "--list", "--dir", str(tmp_path / "weights")]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["lpips-alexnet"])
     assert str(backbone_file("alex")[1]) in row and "missing" in row
+
+
+def test_training_log_lines_do_not_run_into_the_progress_bar(tmp_path):
+    """The trainer logs while its tqdm bar is on screen: each log line must start a line of its own."""
+    import io
+    import logging
+
+    from tqdm import tqdm
+
+    from keep.engine.logger import TqdmConsole, setup_logging
+    log = setup_logging(tmp_path / "run", is_main=True)
+    assert any(isinstance(h, TqdmConsole) for h in log.handlers)
+    screen = io.StringIO()
+    console = next(h for h in log.handlers if isinstance(h, TqdmConsole))
+    console.stream = screen
+    with tqdm(total=10, desc="stage 2", file=screen, mininterval=0, ascii=True) as bar:
+        bar.update(3)
+        log.info("step 3: loss 0.25")
+        bar.update(1)
+    lines = screen.getvalue().replace("\r", "\n").split("\n")
+    logged = [line for line in lines if "step 3: loss 0.25" in line]
+    assert len(logged) == 1 and logged[0].split(" INFO ")[-1] == "step 3: loss 0.25"
+    assert "stage 2" not in logged[0]                 # not glued to the bar
+    for handler in list(log.handlers):
+        handler.close()
+        log.removeHandler(handler)
+    logging.getLogger("keep.train").handlers.clear()
