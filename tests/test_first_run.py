@@ -108,7 +108,7 @@ def test_every_missing_file_is_in_one_message(tmp_path, clip, empty_weights, off
 def test_a_run_that_cannot_start_downloads_nothing(tmp_path, clip, empty_weights, offline, loads, capsys):
     """An unpublished checkpoint or a wrong --weights path cannot be fetched: the run stops at once, without
     downloading the other missing files first."""
-    for weights, fragment in (("keep-v1-asian", "is not published"), (tmp_path / "nope.pth", "no such file")):
+    for weights, fragment in (("keep-v1-asian", "is not published"), (tmp_path / "nope.pth", "checkpoint not found")):
         status, err = restore(capsys, clip, tmp_path / "out", "--weights", weights)
         assert status == 1 and loads == [] and offline == []
         assert "2 file(s) this run needs are missing" in err and fragment in err

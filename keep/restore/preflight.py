@@ -209,7 +209,7 @@ def check_model_files(options, download: bool = True) -> None:
     problems: List[str] = []
     weights = str(options.weights)
     if weights not in WEIGHTS and not Path(weights).is_file():
-        problems.append(f"--weights {weights}: no such file (give a checkpoint path or a registry name: "
+        problems.append(f"--weights {weights}: checkpoint not found (give a checkpoint path or a registry name: "
                         f"`keep download --list`)")
     if options.detector == "dlib" and not options.aligned:
         problem = dlib_models_problem()
