@@ -135,8 +135,9 @@ def print_report(reports: List[FileReport], root, load: bool, setup: str = "keep
     folder = Path(root).expanduser() if root else weights_dir()
     print(f"weights folder: {folder}")
     print(f"checked for: {setup}")
-    rows = [(r.name, "yes" if r.required else "optional" if r.optional else "-", r.needed_for, "present" if r.present else "missing",
-             r.digest_state, _load_cell(r), _shown_path(r, folder)) for r in reports]
+    rows = [(r.name, "yes" if r.required else "optional" if r.optional else "-", r.needed_for,
+             "present" if r.present else "missing", r.digest_state, _load_cell(r), _shown_path(r, folder))
+            for r in reports]
     for line in format_table(("NAME", "NEEDED", "USED BY", "FILE", "SHA256", "STRICT LOAD", "PATH"), rows):
         print("  " + line)
     needed = [r for r in reports if blocks_restore(r)]
@@ -155,13 +156,14 @@ def print_report(reports: List[FileReport], root, load: bool, setup: str = "keep
               "them):")
         for r in optional:
             print(f"  - {r.name}: {r.problem}; {r.fix}")
-    unchecked = [r.name for r in reports if (r.required or r.optional) and r.present and r.digest_state == "no digest recorded"
-                 and r.load_state != "ok"]
+    unchecked = [r.name for r in reports if (r.required or r.optional) and r.present
+                 and r.digest_state == "no digest recorded" and r.load_state != "ok"]
     if unchecked:
         print(f"\nnot verified ({'--no-load' if not load else 'no loader'}; no published digest): "
               f"{', '.join(unchecked)}")
     if not needed:
-        print(f"\nready: everything {setup} needs is present and verified")
+        verified = "present (not every file verified: see above)" if unchecked else "present and verified"
+        print(f"\nready: everything {setup} needs is {verified}")
 
 
 def main(args: argparse.Namespace) -> int:
