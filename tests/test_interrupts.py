@@ -271,7 +271,8 @@ def test_ctrl_c_while_the_model_loads_leaves_no_empty_folder(tmp_path, clip, tin
         raise KeyboardInterrupt
     monkeypatch.setattr(pipeline.VideoRestorer, "__init__", interrupted)
     out = tmp_path / "new" / "out"
-    assert main(restore_argv(clip, out, tiny_weights)) == 130   # a file that exists: past the pre-flight check
+    # a file that exists: past the pre-flight check; no progress: only the one line is printed
+    assert main(restore_argv(clip, out, tiny_weights, "--no-progress")) == 130
     assert capsys.readouterr().err.splitlines() == ["keep restore: stopped by Ctrl-C: the unfinished output was removed"]
     assert not (tmp_path / "new").exists()
 

@@ -276,6 +276,8 @@ def _make_restorer(args: argparse.Namespace, progress_bars: bool):
         save_frames=args.save_frames, compare=args.compare, overwrite=args.overwrite, crf=args.crf,
         progress=progress_bars, overlap=args.overlap)
     preflight.check_model_files(options)   # every file found (or fetched) before any network loads
+    if progress_bars:   # the 634 MB network takes seconds to load (a minute on a busy CPU): say so
+        print("loading the models...", file=sys.stderr, flush=True)
     return VideoRestorer(options)
 
 
