@@ -16,6 +16,7 @@ start, it is not thrown off by the look-ahead frames that are detected before th
 """
 from __future__ import annotations
 
+import sys
 import time
 from typing import Callable, Optional
 
@@ -52,11 +53,12 @@ class RunProgress:
     after each frame is written; ``close()`` at the end (it also removes the hooks)."""
 
     def __init__(self, net: torch.nn.Module, name: str, total: Optional[int], enabled: bool,
-                 faces_per_frame: Callable[[], float], report: Callable[[str], None] = tqdm.write):
+                 faces_per_frame: Callable[[], float], report: Optional[Callable[[str], None]] = None):
         self.total = total
         self.enabled = enabled
         self.faces_per_frame = faces_per_frame   # expected faces per frame (1 for one face)
-        self.report = report
+        # beside the bars (stderr), so stdout keeps only the run's summary
+        self.report = report or (lambda line: tqdm.write(line, file=sys.stderr))
         self.started = time.perf_counter()
         # no tqdm estimate of its own: it divides the time since the start, look-ahead detection included,
         # by the frames written, and would contradict (by far) the one in the postfix (see eta())
