@@ -246,3 +246,19 @@ def test_training_log_lines_do_not_run_into_the_progress_bar(tmp_path):
         handler.close()
         log.removeHandler(handler)
     logging.getLogger("keep.train").handlers.clear()
+
+
+def test_quick_start_puts_the_cpu_install_first_and_keeps_what_ci_runs():
+    """README's quick start: the CPU build's install is its first command (a plain install pulls CUDA
+    wheels), and the test command is the one .ci/run runs, verbatim."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = [line for block in quick.split("```bash")[1:] for line in block.split("```")[0].splitlines() if line]
+    assert commands[0] == "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+    assert commands[1] == "pip install -e . && keep restore path/to/video.mp4 -o results"
+    ci = (root / ".ci" / "run").read_text().splitlines()
+    assert ci[-2:] == ['pip install -e ".[test]"', "python -m pytest -q tests"]
+    assert 'pip install -e ".[test]" && python -m pytest -q tests' in commands
+    assert "not tried here" not in readme
