@@ -151,9 +151,13 @@ def test_estimate_prices_the_rest_at_the_measured_network_and_pipeline_rates(mon
         clock[0] += 1
         bar.decoded()
     bar._call_started(None, (torch.zeros(4, 3, 4, 4),))   # the first call, at 5 s: 10 s a face
-    for _ in range(2):
+    for step in range(2):
         clock[0] += 10
         bar._faces_done(None, None, torch.zeros(1, 3, 4, 4))
+        if step == 0:
+            first_postfix = bar.network.postfix
+    # shown on the network bar from the first face on: 9 faces at 10 s + 5 frames at (15 - 10) s / 5 frames
+    assert first_postfix == "10.0 s a face, about 95 s left"
     bar.written(1)
     # 8 faces left at 10 s + 5 frames left at (25 - 20) s / 5 frames
     assert bar.eta() == pytest.approx(8 * 10 + 5 * 1)

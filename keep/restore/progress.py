@@ -41,7 +41,7 @@ def default_window(device: torch.device) -> int:
 
 def format_duration(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
-    if seconds < 90:
+    if seconds < 120:
         return f"{seconds} s"
     if seconds < 90 * 60:
         return f"{seconds / 60:.0f} min"
@@ -92,7 +92,10 @@ class RunProgress:
         self._mark = now
         count = int(output.shape[0])
         self.faces += count
-        self.network.set_postfix_str(f"{self.network_seconds / self.faces:.1f} s a face", refresh=False)
+        eta = self.eta()   # known from the first face on, before any frame is written
+        self.network.set_postfix_str(f"{self.network_seconds / self.faces:.1f} s a face"
+                                     + (f", about {format_duration(eta)} left" if eta is not None else ""),
+                                     refresh=False)
         self.network.update(count)
 
     # called by the pipeline
