@@ -47,6 +47,15 @@ def _vgg19(path: Path):
     return features
 
 
+def _torchvision(path: Path, arch: str):
+    # as torchvision builds it for lpips (torchvision.models.<arch>(weights=...IMAGENET1K_V1)): strict
+    import torch
+    import torchvision
+    net = getattr(torchvision.models, arch)()
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    return net
+
+
 def _vqgan(path: Path):
     # the stage I network of configs/stage1.yaml (VQGAN's defaults are that config's sizes)
     from keep.archs.vqgan import VQGAN
@@ -76,13 +85,13 @@ USES: Dict[str, Use] = {
     "i3d-kinetics400": Use("keep eval (fvd)", _loader("keep.metrics.fvd", "load_i3d")),
     "gmflow-sintel": Use("keep eval (flicker) / keep train stage II", _loader("keep.metrics.flicker", "load_gmflow")),
     "vgg19": Use("keep train (perceptual loss)", _vgg19),
+    "lpips-alexnet": Use("keep eval (lpips) / keep train (validation lpips)", lambda p: _torchvision(p, "alexnet")),
+    "lpips-vgg16": Use("keep train (lpips loss)", lambda p: _torchvision(p, "vgg16")),
     "codeformer-vqgan": Use("keep train stage I (optional init)", _vqgan),
 }
 
-#: The files ``keep restore`` reads with its defaults besides the KEEP weights (``--detector retinaface``,
-#: ``--mask auto``: ParseNet when present; without it the run falls back to a square mask, which is not
-#: the release's paste-back, so the doctor counts it as needed).
-DEFAULT_RESTORE_FILES = ("retinaface-resnet50", "parsenet")
+# Which files a restore setup needs (and which it can do without) is keep.restore.needs.restore_needs,
+# the list keep restore's own pre-flight check reads.
 
 
 @dataclass
@@ -91,8 +100,9 @@ class FileReport:
     name: str                    # registry name, or "--weights" for a file given by path
     needed_for: str
     required: bool               # needed by the run being checked (exit status 1 when not usable)
-    path: str
-    present: bool
+    optional: str = ""           # read when present (then it must be usable); what the run does without it
+    path: str = ""
+    present: bool = False
     size_bytes: Optional[int] = None
     sha256: Optional[str] = None           # full digest of the file on disk
     expected_sha256: str = ""              # the registry's (a prefix for the release files); "" = none

@@ -34,7 +34,8 @@ def list_files(root) -> int:
     rows = []
     for name, item in WEIGHTS.items():
         status = check_file(name, root)
-        rows.append((name, status.state, item.sha256 or "-", f"{item.subdir}/{item.filename}",
+        rows.append((name, status.state, item.sha256 or "-",
+                     str(item.path(root)) if item.torch_hub else f"{item.subdir}/{item.filename}",
                      item.url if item.published else "(not published: give its path)"))
     for line in format_table(("NAME", "STATE", "SHA256", "FILE", "URL"), rows):
         print("  " + line)

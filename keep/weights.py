@@ -49,8 +49,12 @@ class WeightFile:
     sha256: str          # full digest, or a prefix (at least 8 hex digits)
     description: str
     published: bool = True   # False: no public download (the user supplies the file)
+    torch_hub: bool = False  # True: lives in torch hub's cache (torchvision / lpips load it from there), not root
 
     def path(self, root: Optional[Path] = None) -> Path:
+        if self.torch_hub:
+            import torch
+            return Path(torch.hub.get_dir()) / self.subdir / self.filename
         return Path(root or weights_dir()) / self.subdir / self.filename
 
 
@@ -94,6 +98,12 @@ _add("i3d-kinetics400", "https://onedrive.live.com/download?cid=78EEF3EB6AE7DBCB
      "&authkey=AApKdFHPXzWLNyI", "i3d_pretrained_400.pt", "metrics", "", "I3D Kinetics-400 (FVD metric)")
 _add("vgg19", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", "vgg19-dcbb9e9d.pth", "torchvision",
      "dcbb9e9d", "VGG-19 ImageNet (perceptual loss)")
+# LPIPS's ImageNet backbones: the lpips package builds them with torchvision, which reads them from torch
+# hub's cache (torchvision.models.AlexNet_Weights / VGG16_Weights.IMAGENET1K_V1; names carry sha256 prefixes).
+_add("lpips-alexnet", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", "alexnet-owt-7be5be79.pth",
+     "checkpoints", "7be5be79", "AlexNet ImageNet (LPIPS metric, keep eval / training validation)", torch_hub=True)
+_add("lpips-vgg16", "https://download.pytorch.org/models/vgg16-397923af.pth", "vgg16-397923af.pth", "checkpoints",
+     "397923af", "VGG-16 ImageNet (LPIPS-VGG training loss)", torch_hub=True)
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -119,6 +129,8 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def _manual_hint(item: WeightFile, dest: Path) -> str:
+    if item.torch_hub:
+        return f"download {item.filename} from {item.url} and put it at {dest} (torch hub's cache, torch.hub.get_dir())"
     return (f"download {item.filename} from {item.url} and put it at {dest} "
             f"(or set KEEP_WEIGHTS_DIR to the folder that holds {item.subdir}/{item.filename})")
 

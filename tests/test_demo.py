@@ -125,6 +125,13 @@ def _frame_count(path) -> int:
     return len(decode(path)[1])
 
 
+def test_banner_names_the_commands_share_flag(app):
+    """Issue 24: Gradio's banner says to set share=True in launch(), which a keep demo user cannot do."""
+    log = "".join(app["log"])
+    assert f"keep demo: running on {app['url']}" in log
+    assert "start it with --share" in log and "share=True" not in log and "launch()" not in log
+
+
 # ------------------------------------------------------------------------------------- Python client
 @pytest.mark.timeout(180)
 def test_client_restores_a_clip_like_keep_restore(app, wild_clip, tiny_weights, tmp_path):  # noqa: F811

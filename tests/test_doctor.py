@@ -22,7 +22,8 @@ from keep.weights import WEIGHTS
 from tests.shared_material import CONFORMANCE, require
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_NEEDED = ("keep-v1", "retinaface-resnet50", "parsenet")
+DEFAULT_NEEDED = ("keep-v1", "retinaface-resnet50")      # --detector retinaface --mask auto
+DEFAULT_FILES = DEFAULT_NEEDED + ("parsenet",)            # ParseNet: optional (square mask without it)
 
 
 def shell(state, value: float = 0.5):
@@ -52,7 +53,8 @@ def layouts(one_thread):
 
 
 @pytest.fixture(autouse=True)
-def no_download(monkeypatch):
+def no_download(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))   # LPIPS's backbones: torch hub's cache
     def refuse(*args, **kwargs):
         raise AssertionError("keep doctor tried to download")
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
@@ -104,7 +106,8 @@ def test_every_registered_file_has_a_known_use_and_loader():
 def test_empty_folder_fails_naming_every_default_file_and_the_command_to_fix_it(tmp_path):
     root = tmp_path / "weights"
     root.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "KEEP_WEIGHTS_DIR": str(tmp_path / "elsewhere")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KEEP_WEIGHTS_DIR": str(tmp_path / "elsewhere"),
+           "TORCH_HOME": str(tmp_path / "torch-home")}
     done = subprocess.run([sys.executable, "-m", "keep.cli", "doctor", "--weights-dir", str(root)], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stdout + done.stderr
@@ -114,6 +117,8 @@ def test_empty_folder_fails_naming_every_default_file_and_the_command_to_fix_it(
     for name in DEFAULT_NEEDED:
         assert found[name].startswith("missing") and f"keep download {name}`" in found[name]
         assert str(WEIGHTS[name].path(root)) in found[name]   # where to put it by hand
+    assert "or restore with --detector dlib" in found["retinaface-resnet50"]
+    assert "  - parsenet: without it keep restore pastes faces back with a feathered square mask" in done.stdout
     _, rows = rows_of(done.stdout)
     assert set(rows) == set(WEIGHTS)
     assert all("missing" in row.split() for row in rows.values())
@@ -130,9 +135,9 @@ def test_all_default_files_present_verified_and_loading_exit_0(layouts, tmp_path
     assert status == 0, out
     header, rows = rows_of(out)
     keys = {"keep-v1": 896, "retinaface-resnet50": 456, "parsenet": 238}  # the release files' key counts
-    for name in DEFAULT_NEEDED:
+    for name in DEFAULT_FILES:
         cells = rows[name].split()
-        assert cells[1] == "yes" and "present" in cells
+        assert cells[1] == ("optional" if name == "parsenet" else "yes") and "present" in cells
         assert f"ok ({keys[name]} keys)" in rows[name]
     assert " ok " in rows["keep-v1"] and "no digest recorded" in rows["parsenet"]
     for column in ("NEEDED", "USED BY", "FILE", "SHA256", "STRICT LOAD", "PATH"):  # aligned under the header
@@ -140,7 +145,7 @@ def test_all_default_files_present_verified_and_loading_exit_0(layouts, tmp_path
         for line in rows.values():
             assert line[start - 1] == " " and line[start] != " ", (column, line)
     assert problems(out) == {}
-    assert "everything the default keep restore needs is present and verified" in out
+    assert "ready: everything keep restore --detector retinaface --mask auto needs is present and verified" in out
 
 
 def test_correct_layout_with_wrong_sha256_is_a_mismatch_with_the_fix(layouts, tmp_path, capsys):
@@ -186,7 +191,7 @@ def test_file_whose_keys_do_not_fit_reports_missing_and_unexpected_counts(layout
                                         "2 unexpected, 1 wrongly shaped keys)")
     assert "keep download parsenet --force" in found["parsenet"]
     assert "arcface-resnet18" not in found                       # optional: listed apart
-    assert "  - arcface-resnet18: does not load" in out.split("optional files with problems")[1]
+    assert "  - arcface-resnet18: does not load" in out.split("files this setup does not read, with problems")[1]
     status, out = doctor(capsys, "--dir", root, "--json")
     report = json.loads(out)
     files = {f["name"]: f for f in report["files"]}
@@ -194,7 +199,8 @@ def test_file_whose_keys_do_not_fit_reports_missing_and_unexpected_counts(layout
     assert (files["parsenet"]["missing_keys"], files["parsenet"]["unexpected_keys"],
             files["parsenet"]["wrong_shape_keys"]) == (1, 2, 1)
     assert (files["arcface-resnet18"]["missing_keys"], files["arcface-resnet18"]["unexpected_keys"]) == (1, 1)
-    assert files["parsenet"]["required"] and not files["arcface-resnet18"]["required"]
+    assert not files["parsenet"]["required"] and files["parsenet"]["optional"].startswith("without it")
+    assert not files["arcface-resnet18"]["required"] and not files["arcface-resnet18"]["optional"]
     assert files["parsenet"]["sha256"] == hashlib.sha256(WEIGHTS["parsenet"].path(root).read_bytes()).hexdigest()
     assert files["keep-v1"]["present"] is False and files["keep-v1"]["fix"].startswith("run `keep download keep-v1`")
 
@@ -277,3 +283,59 @@ def test_require_makes_an_optional_file_needed_and_bad_names_are_one_line_errors
     assert err.startswith("error: --require nope: not a registered file") and len(err.splitlines()) == 1
     assert keep_main(["doctor", "--dir", str(tmp_path), "--weights", "parsenet"]) == 2
     assert "not a KEEP network" in capsys.readouterr().err
+
+
+def test_offline_dlib_user_with_only_the_keep_weights_is_ready(layouts, tmp_path, monkeypatch, capsys):
+    """Issue 24: the setup `keep restore --detector dlib` runs with (KEEP weights only: dlib's models come
+    from PyPI, ParseNet is optional under --mask auto) is "ready", exit 0; RetinaFace is not needed."""
+    root = tmp_path / "w"
+    put(root, "keep-v1", layouts["keep-v1"])
+    trust(monkeypatch, root, "keep-v1")
+    status, out = doctor(capsys, "--dir", root, "--detector", "dlib")
+    assert status == 0, out
+    assert "ready: everything keep restore --detector dlib --mask auto needs is present and verified" in out
+    _, rows = rows_of(out)
+    assert rows["keep-v1"].split()[1] == "yes"
+    assert rows["retinaface-resnet50"].split()[1] == "-"          # the dlib setup does not read it
+    assert rows["parsenet"].split()[1] == "optional"
+    assert "  - parsenet: without it keep restore pastes faces back with a feathered square mask" in out
+    dlib_row = next(line for line in out.splitlines() if line.strip().startswith("dlib-models"))
+    assert "yes" in dlib_row.split() and "present" in dlib_row.split()
+    # the same folder, the default detector: RetinaFace is needed, and the fix offers dlib
+    status, out = doctor(capsys, "--dir", root)
+    assert status == 1 and set(problems(out)) == {"retinaface-resnet50"}
+    assert "or restore with --detector dlib" in problems(out)["retinaface-resnet50"]
+    # --mask parse makes ParseNet needed; --mask square reads no ParseNet at all
+    status, out = doctor(capsys, "--dir", root, "--detector", "dlib", "--mask", "parse")
+    assert status == 1 and set(problems(out)) == {"parsenet"}
+    status, out = doctor(capsys, "--dir", root, "--detector", "dlib", "--mask", "square", "--json")
+    report = json.loads(out)
+    files = {f["name"]: f for f in report["files"]}
+    assert status == report["exit_status"] == 0
+    assert report["setup"] == "keep restore --detector dlib --mask square"
+    assert not files["parsenet"]["required"] and not files["parsenet"]["optional"]
+
+
+def test_dlib_setup_without_its_models_is_not_ready(layouts, tmp_path, monkeypatch, capsys):
+    import keep.restore.needs as needs
+    root = tmp_path / "w"
+    put(root, "keep-v1", layouts["keep-v1"])
+    trust(monkeypatch, root, "keep-v1")
+    monkeypatch.setattr(needs, "dlib_models_problem",
+                        lambda: "the face-recognition-models package is not installed: pip install face-recognition-models")
+    status, out = doctor(capsys, "--dir", root, "--detector", "dlib", "--no-load")
+    assert status == 1
+    assert problems(out) == {"dlib-models": "missing; the face-recognition-models package is not installed: "
+                                            "pip install face-recognition-models"}
+
+
+def test_doctor_and_restore_read_one_list_of_needs():
+    """keep doctor's verdict and keep restore's pre-flight check come from restore_needs: the default setup
+    needs the KEEP weights and RetinaFace, and reads ParseNet when present."""
+    from keep.restore.needs import restore_needs
+    needs = {n.name: n.required for n in restore_needs()}
+    assert needs == {"keep-v1": True, "retinaface-resnet50": True, "parsenet": False}
+    assert {n.name for n in restore_needs(detector="dlib", mask="square")} == {"keep-v1"}
+    assert {n.name: n.required for n in restore_needs("x.pth", "dlib", "parse", bg_upsampler="realesrgan")} == \
+        {"parsenet": True, "realesrgan-x2": True}
+    assert restore_needs(aligned=True) == [n for n in restore_needs(aligned=True) if n.name == "keep-v1"]

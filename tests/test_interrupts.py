@@ -266,12 +266,13 @@ def test_a_failing_compare_writer_leaves_no_output_and_one_line(tmp_path, tiny_w
                                 f"No space left on device"], err
 
 
-def test_ctrl_c_while_the_model_loads_leaves_no_empty_folder(tmp_path, clip, capsys, monkeypatch):
+def test_ctrl_c_while_the_model_loads_leaves_no_empty_folder(tmp_path, clip, tiny_weights, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
     monkeypatch.setattr(pipeline.VideoRestorer, "__init__", interrupted)
     out = tmp_path / "new" / "out"
-    assert main(restore_argv(clip, out, tmp_path / "weights.pth")) == 130
+    # a file that exists: past the pre-flight check; no progress: only the one line is printed
+    assert main(restore_argv(clip, out, tiny_weights, "--no-progress")) == 130
     assert capsys.readouterr().err.splitlines() == ["keep restore: stopped by Ctrl-C: the unfinished output was removed"]
     assert not (tmp_path / "new").exists()
 

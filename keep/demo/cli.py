@@ -103,7 +103,13 @@ def main(args: argparse.Namespace) -> int:
             server_name=args.host, server_port=args.port, share=args.share, prevent_thread_lock=True,
             max_file_size=int(args.max_upload_mb * 1024 * 1024), theme=gr.themes.Default(), css=CSS,
             allowed_paths=[str(p) for p in examples], footer_links=[], ssr_mode=False, mcp_server=False,
-            show_error=False)
+            show_error=False, quiet=True)
+        # quiet: Gradio's own banner tells the user to set share=True in launch(), which a command-line
+        # user cannot do; this one names the command's flag (a share link is printed by Gradio regardless)
+        print(f"keep demo: running on {demo.local_url}", flush=True)
+        if not args.share:
+            print("keep demo: for a public link (anyone who has it can use this machine), start it with --share",
+                  flush=True)
         print(f"keep demo: working folder {workspace.root}; Ctrl+C stops the app", flush=True)
         deadline = None if args.stop_after is None else time.monotonic() + args.stop_after
         while deadline is None or time.monotonic() < deadline:

@@ -8,6 +8,22 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
+from tqdm import tqdm
+
+
+class TqdmConsole(logging.Handler):
+    """Console lines written through ``tqdm.write``: it clears the progress bars, prints the line on its own
+    and redraws them (a plain stream handler writes after the bar's carriage return, on the bar's line)."""
+
+    def __init__(self, stream=None):
+        super().__init__()
+        self.stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream if self.stream is not None else sys.stderr)
+        except Exception:   # as logging.StreamHandler: a failing console never stops the run
+            self.handleError(record)
 
 
 def setup_logging(run_dir: Path, is_main: bool) -> logging.Logger:
@@ -17,7 +33,7 @@ def setup_logging(run_dir: Path, is_main: bool) -> logging.Logger:
         log.removeHandler(handler)
         handler.close()
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    console = logging.StreamHandler(sys.stderr)
+    console = TqdmConsole()
     console.setFormatter(fmt)
     log.addHandler(console)
     if is_main:

@@ -52,14 +52,21 @@ def boundary_report(per_method: Dict[str, Dict[str, list]], window: int) -> Dict
 
 
 def boundary_markdown(report: Dict[str, Dict[str, dict]], window: int) -> str:
-    """The report as a Markdown table: one row per method and metric."""
-    lines = [f"### Window boundaries (window {window}: boundary frames t = {window}, {2 * window}, ...)", "",
+    """The report as a Markdown table: one row per method and metric that has both boundary and inside
+    frames (a row without them would only print ``nan``); a sentence instead when no clip has any."""
+    title = f"### Window boundaries (window {window}: boundary frames t = {window}, {2 * window}, ...)"
+    rows = [(method, column, st) for method, columns in report.items() for column, st in columns.items()
+            if st["n_boundary"] and st["n_inside"]]
+    if not rows:
+        return "\n".join([title, "", f"No clip is longer than {window} frames (or none has a value at its "
+                                      f"boundary frames): no boundary frame to report."]) + "\n"
+    lines = [title, "",
              "| Method | column | boundary mean | inside mean | boundary / inside | boundary frames | inside frames |",
              "|---|---|---|---|---|---|---|"]
-    for method, columns in report.items():
-        for column, st in columns.items():
-            lines.append(f"| {method} | `{column}` | {st['boundary']:.6g} | {st['inside']:.6g} | {st['ratio']:.4f} | "
-                         f"{st['n_boundary']} | {st['n_inside']} |")
-    if not any(st["n_boundary"] for columns in report.values() for st in columns.values()):
-        lines += ["", f"No clip is longer than {window} frames: no boundary frame to report."]
+    for method, column, st in rows:
+        lines.append(f"| {method} | `{column}` | {st['boundary']:.6g} | {st['inside']:.6g} | {st['ratio']:.4f} | "
+                     f"{st['n_boundary']} | {st['n_inside']} |")
+    left_out = sum(len(columns) for columns in report.values()) - len(rows)
+    if left_out:
+        lines += ["", f"{left_out} method/column pair(s) left out: no value at a boundary frame or inside a window."]
     return "\n".join(lines) + "\n"

@@ -23,6 +23,7 @@ from keep.registry import METRICS
 
 # backbone -> torchvision weights enum name holding the URL and file name that lpips will load
 _BACKBONES = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights"}
+REGISTRY_NAMES = {"alex": "lpips-alexnet", "vgg": "lpips-vgg16"}   # their entries in keep.weights
 
 
 def backbone_file(net: str) -> tuple[str, Path]:
@@ -52,8 +53,9 @@ class LPIPSMetric:
         url, path = backbone_file(net)
         if not path.is_file():
             raise MetricUnavailable(
-                f"LPIPS ({net}) needs torchvision's ImageNet backbone {path.name}, absent offline: "
-                f"download {url} and put it at {path} (the torch hub cache, torch.hub.get_dir())")
+                f"LPIPS ({net}) needs torchvision's ImageNet backbone {path.name}, absent offline: run `keep "
+                f"download {REGISTRY_NAMES[net]}`, or download {url} and put it at {path} (the torch hub cache, "
+                f"torch.hub.get_dir())")
         with contextlib.redirect_stdout(io.StringIO()):  # the package prints a banner
             self.model = lpips.LPIPS(net=net, verbose=False).eval().to(device)
         self.device, self.batch_size = device, batch_size

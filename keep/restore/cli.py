@@ -91,7 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Both flags write ``all_faces``; argparse would take the default from the first (store_false ->
     # True), i.e. every face. The documented default is the centre face.
     parser.set_defaults(all_faces=False)
-    parser.add_argument("--window", type=_number(int, "a whole number", low=1), default=20, help="frames per network call (default 20)")
+    parser.add_argument("--window", type=_number(int, "a whole number", low=1), default=None,
+                        help="frames per network call (default 20, the release's; 4 when the network runs on the "
+                             "CPU, so the first frame is out within about a minute: the Kalman state is carried "
+                             "across windows either way)")
     parser.add_argument("--reset-state-per-window", action="store_true",
                         help="restart the Kalman recurrence every window, as the release does")
     parser.add_argument("--image-baseline", action="store_true",
@@ -259,6 +262,7 @@ def _claim(plan: _Plan, args: argparse.Namespace):
 
 
 def _make_restorer(args: argparse.Namespace, progress_bars: bool):
+    from keep.restore import preflight
     from keep.restore.options import RestoreOptions
     from keep.restore.pipeline import VideoRestorer
 
@@ -271,6 +275,9 @@ def _make_restorer(args: argparse.Namespace, progress_bars: bool):
         max_gap=args.max_gap, save_faces=args.save_faces, save_cropped=args.save_cropped,
         save_frames=args.save_frames, compare=args.compare, overwrite=args.overwrite, crf=args.crf,
         progress=progress_bars, overlap=args.overlap)
+    preflight.check_model_files(options)   # every file found (or fetched) before any network loads
+    if progress_bars:   # the 634 MB network takes seconds to load (a minute on a busy CPU): say so
+        print("loading the models...", file=sys.stderr, flush=True)
     return VideoRestorer(options)
 
 

@@ -14,7 +14,7 @@ class RestoreOptions:
     detector: str = "retinaface"          # "retinaface" (release default) or "dlib" (offline)
     aligned: bool = False                 # inputs are aligned face crops (release --has_aligned)
     all_faces: bool = False               # False: one face, the one nearest the centre, tracked
-    window: int = 20                      # frames per network call (release max_length)
+    window: Optional[int] = None          # frames per network call; None: 20 (release max_length), 4 on the CPU
     reset_state_per_window: bool = False  # True: every window starts fresh, as the release
     image_baseline: bool = False          # True: every frame restored alone (no propagation)
     upscale: int = 1                      # whole-frame scale of the output

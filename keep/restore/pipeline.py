@@ -20,6 +20,7 @@ the device (keep/restore/device_geometry.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 from concurrent.futures import Future
@@ -31,7 +32,6 @@ from typing import Callable, Deque, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from keep.face.align import FACE_SIZE, align_matrix, crop_matrix, warp_face
 from keep.face.detect import FaceDetector, make_detector
@@ -45,6 +45,7 @@ from keep.io.writer import VideoWriter
 from keep.restore import device_geometry
 from keep.restore.batching import BatchRestorer, Crop
 from keep.restore.options import RestoreOptions
+from keep.restore.progress import RunProgress, default_window
 from keep.restore.restorer import resolve_device
 from keep.restore.stages import Stage, StageError, prefetch
 from keep.weights import WeightsNotFoundError
@@ -121,6 +122,8 @@ class VideoRestorer:
         from keep.api import load_model
         self.options = options
         self.device = resolve_device(options.device)
+        if options.window is None:   # the rule: keep/restore/progress.py (first frame out within about a minute)
+            options = self.options = dataclasses.replace(options, window=default_window(self.device))
         if options.window < 1:
             raise ValueError("--window must be at least 1")
         if options.upscale < 1:
@@ -255,9 +258,8 @@ class _Run:
         # only when the network runs on a GPU.
         threaded = o.overlap if o.overlap is not None else self.owner.device.type != "cpu"
         self.on_device = self.owner.device_geometry
-        self.faces_restored = 0
-        self.bar = tqdm(total=self.info.frame_count, unit="frame", desc=self.info.name, disable=not o.progress)
-        self.started = started
+        self.progress = RunProgress(self.owner.net, self.info.name, self.info.frame_count, o.progress,
+                                    lambda: self.summary.detections / max(self.seen, 1) if o.all_faces else 1.0)
         # Bounded hand-overs: one window running and one queued in the network, two windows of frames
         # waiting for paste-back, a few frames decoded ahead.
         self.network = Stage("network", self._run_job, maxsize=2, threaded=threaded, discard=self._cancel_job)
@@ -267,6 +269,7 @@ class _Run:
             self._open_writers()   # inside: if the compare file cannot be made, the main one goes too
             for frame in frames:
                 self._push(frame)
+                self.progress.decoded()
                 self._flush()
                 self._release()
             self.eof = True
@@ -294,7 +297,7 @@ class _Run:
             self._abort_writers()
             raise
         finally:
-            self.bar.close()
+            self.progress.close()
         self.summary.seconds = time.perf_counter() - started
         self.summary.notes += [n for n in self.info.notes if n not in self.summary.notes]
         return self.summary
@@ -530,11 +533,8 @@ class _Run:
                 write_image(self.extra_dir / "cropped_faces" / name, _numpy(face.crop))
         if self.o.save_frames:
             write_image(self.extra_dir / "final_frames" / f"{index:08d}.png", output)
-        # the bar counts frames written, i.e. restored: decoding runs ahead and would read 100 % too soon
-        self.faces_restored += len(slot.faces)
-        elapsed = time.perf_counter() - self.started
-        self.bar.set_postfix_str(f"{self.faces_restored / max(elapsed, 1e-9):.2f} faces/s", refresh=False)
-        self.bar.update(1)
+        # the frames bar counts frames written, i.e. restored; faces leaving the network move the second bar
+        self.progress.written(len(slot.faces))
         if self.on_frame is not None:
             self.on_frame(self.summary, self.info.frame_count)
 

@@ -195,3 +195,51 @@ def split_checked(planned: List[PlannedInput], fps: Optional[Fraction]) -> Tuple
         else:
             good.append(item)
     return good, bad
+
+
+def check_model_files(options, download: bool = True) -> None:
+    """Every file the run will read, checked before any network is loaded: the KEEP weights (a path or a
+    registry name), the detector's, the paste-back mask's and the upsampler's. Missing registry files are
+    fetched (``download``) only once nothing unfetchable is missing; whatever is still missing is reported
+    in one :class:`WeightsNotFoundError`, with ``--detector dlib`` offered when RetinaFace is among it
+    (so an offline user is not sent through one failure after another, each after a model load)."""
+    from keep.restore.needs import dlib_models_problem, restore_needs
+    from keep.weights import WEIGHTS, WeightsNotFoundError, get_weight
+
+    problems: List[str] = []
+    weights = str(options.weights)
+    if weights not in WEIGHTS and not Path(weights).is_file():
+        problems.append(f"--weights {weights}: checkpoint not found (give a checkpoint path or a registry name: "
+                        f"`keep download --list`)")
+    if options.detector == "dlib" and not options.aligned:
+        problem = dlib_models_problem()
+        if problem:
+            problems.append(f"--detector dlib: {problem}")
+    required = [need for need in restore_needs(weights, options.detector, options.mask, options.aligned,
+                                               options.bg_upsampler, options.face_upsample, options.upscale)
+                if need.required]
+    missing = []
+    for need in required:
+        try:
+            get_weight(need.name, download=False)
+        except WeightsNotFoundError as err:
+            missing.append((need, err))
+    # fetch only when every other file is there: a run that cannot start downloads nothing
+    fetchable = all(WEIGHTS[need.name].published for need, _ in missing)
+    if download and fetchable and not problems:
+        still = []
+        for need, _ in missing:
+            try:
+                get_weight(need.name, download=True, progress=options.progress)
+            except WeightsNotFoundError as err:
+                still.append((need, err))
+        missing = still
+    problems += [f"{need.name} ({need.why}): {err}" for need, err in missing]
+    if not problems:
+        return
+    lines = [f"{len(problems)} file(s) this run needs are missing; nothing was loaded:"]
+    lines += [f"  - {problem}" for problem in problems]
+    if any(need.name == "retinaface-resnet50" for need, _ in missing):
+        lines.append("  or detect faces with --detector dlib instead: its models come from PyPI (installed with "
+                     "keep), nothing to download")
+    raise WeightsNotFoundError("\n".join(lines))
