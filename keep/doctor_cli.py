@@ -90,15 +90,21 @@ def _shown_path(report: FileReport, folder: Path) -> str:
     return str(path.relative_to(folder)) if report.name in WEIGHTS and path.is_relative_to(folder) else str(path)
 
 
+def _file_cell(report: FileReport) -> str:
+    if report.content:   # a file is there, but it is no checkpoint (keep.file_kind)
+        return {"empty": "empty file", "html": "HTML page"}.get(report.content, f"{report.content} file")
+    return "present" if report.present else "missing"
+
+
 def print_report(reports: List[FileReport], root, load: bool) -> None:
     folder = Path(root).expanduser() if root else weights_dir()
     print(f"weights folder: {folder}")
-    rows = [(r.name, "yes" if r.required else "-", r.needed_for, "present" if r.present else "missing",
+    rows = [(r.name, "yes" if r.required else "-", r.needed_for, _file_cell(r),
              r.digest_state, _load_cell(r), _shown_path(r, folder)) for r in reports]
     for line in format_table(("NAME", "NEEDED", "USED BY", "FILE", "SHA256", "STRICT LOAD", "PATH"), rows):
         print("  " + line)
     needed = [r for r in reports if r.required and r.problem]
-    optional = [r for r in reports if not r.required and r.problem and r.present]
+    optional = [r for r in reports if not r.required and r.problem and (r.present or r.content)]
     if needed:
         print(f"\n{len(needed)} problem(s) with files keep restore needs:")
         for r in needed:
@@ -108,7 +114,7 @@ def print_report(reports: List[FileReport], root, load: bool) -> None:
         for r in optional:
             print(f"  - {r.name}: {r.problem}; {r.fix}")
     unchecked = [r.name for r in reports if r.required and r.present and r.digest_state == "no digest recorded"
-                 and r.load_state != "ok"]
+                 and r.load_state != "ok" and not r.problem]
     if unchecked:
         print(f"\nnot verified ({'--no-load' if not load else 'no loader'}; no published digest): "
               f"{', '.join(unchecked)}")
