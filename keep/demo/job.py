@@ -8,6 +8,7 @@ is still finishing its window from overlapping the next one (the page's queue ad
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import threading
 import time
@@ -288,12 +289,24 @@ class RestoreJob:
                          summary=f"{text}\n  settings: {self.settings.describe()}")
 
     def _readable(self, err: BaseException) -> str:
-        """The message without the server's folders: uploads and runs are named by their file name."""
+        """The message without the server's folders: uploads (the video, a checkpoint) and runs are named
+        by their file name, and any other absolute path (the weights folder, a temporary) by its last part."""
         text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-        for path in (getattr(self, "_input", None), Path(self.upload) if self.upload else None):
+        checkpoint = Path(self.settings.checkpoint) if self.settings.checkpoint else None
+        for path in (getattr(self, "_input", None), Path(self.upload) if self.upload else None, checkpoint):
             if path is not None:
                 text = text.replace(str(path), path.name)
-        return text.replace(str(self.folder) + "/", "")
+        return server_folders_hidden(text.replace(str(self.folder) + "/", ""))
+
+
+#: An absolute path's folders: "/" + name, repeated, then "/"; not inside a URL ("https://a/b": the slashes
+#: follow ":" / "/" or a name) nor a relative path.
+_SERVER_FOLDERS = re.compile(r"(?<![\w:/.~-])(?:/[^\s/]+)+/")
+
+
+def server_folders_hidden(text: str) -> str:
+    """``text`` with every absolute path cut to its last part (``/srv/x/w/a.pth`` -> ``a.pth``)."""
+    return _SERVER_FOLDERS.sub("", text)
 
 
 def settings_from(values: Dict) -> DemoSettings:
