@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from keep.file_kind import NOT_A_CHECKPOINT, sniff
+from keep.file_kind import FAILED_DOWNLOAD, NOT_A_CHECKPOINT, sniff
 from keep.weights import WEIGHTS, WeightsNotFoundError, check_file, corrupt_hint, get_weight, sha256_of
 
 Loader = Callable[[Path], "object"]   # path -> the network with the file loaded
@@ -229,7 +229,7 @@ def _not_a_checkpoint(report: FileReport, fix: str) -> bool:
     if not report.present:
         return False
     kind = sniff(report.path)
-    if kind not in NOT_A_CHECKPOINT:
+    if kind not in FAILED_DOWNLOAD:
         return False
     report.present, report.content = False, kind
     report.size_bytes = Path(report.path).stat().st_size

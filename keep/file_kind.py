@@ -40,3 +40,8 @@ NOT_A_CHECKPOINT = {
     "text": "is a text file, not a checkpoint",
     "unknown": "is not a PyTorch checkpoint (neither the zip nor the legacy torch.save format)",
 }
+
+#: What a failed download leaves at a registry path: never counted as a present file (``keep download
+#: --list``, ``keep doctor``, :func:`keep.weights.get_weight`). Other non-checkpoints (text, unknown
+#: bytes) count as present files that then fail their checks (sha256, loading) with their own message.
+FAILED_DOWNLOAD = ("empty", "html")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import pickletools
+import re
 import struct
 from pathlib import Path
 from typing import NamedTuple, Optional, Union
@@ -225,9 +226,10 @@ def load_torch_file(path: Union[str, Path], what: Optional[str] = None) -> objec
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, truncated files, non-tensor objects
-        reason = " ".join(str(err).split()) or type(err).__name__
+        # one line, without the terminal's bold escapes PyTorch puts in its refusal
+        reason = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(err)).split()) or type(err).__name__
         if "weights_only" in reason or "Weights only" in reason:
-            raise UnsafeCheckpoint(f"{label} holds objects other than tensors and plain values; refused unread "
-                                   f"(it could run code). PyTorch says: {reason}") from None
+            raise UnsafeCheckpoint(f"{label} holds objects other than tensors and plain values; refused by the "
+                                   f"weights-only load (they could run code). PyTorch says: {reason}") from None
         raise CheckpointError(f"{label}: cannot be read as a weights-only PyTorch checkpoint ({reason}); "
                               f"is it a complete .pth file?") from None

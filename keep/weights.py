@@ -32,7 +32,7 @@ from typing import Dict, NamedTuple, Optional
 
 from tqdm import tqdm
 
-from keep.file_kind import NOT_A_CHECKPOINT, sniff
+from keep.file_kind import FAILED_DOWNLOAD, NOT_A_CHECKPOINT, sniff
 from keep.io.errors import InputError
 from keep.io.outputs import MadeFolders, OutputLock
 
@@ -138,7 +138,7 @@ def get_weight(name: str, download: bool = True, root: Optional[Path] = None, pr
     dest = item.path(root)
     if dest.is_file():
         kind = sniff(dest)
-        if kind in NOT_A_CHECKPOINT:
+        if kind in FAILED_DOWNLOAD:
             raise WeightsNotFoundError(f"{item.description}: {dest} {NOT_A_CHECKPOINT[kind]}; "
                                        f"{corrupt_hint(name, root)}")
         return dest
@@ -234,7 +234,7 @@ def check_file(name: str, root: Optional[Path] = None) -> FileStatus:
     if not path.is_file():
         return FileStatus("missing", f"not at {path}")
     kind = sniff(path)
-    if kind in NOT_A_CHECKPOINT:   # a failed download's leftovers are not a present file
+    if kind in FAILED_DOWNLOAD:   # a failed download's leftovers are not a present file
         return FileStatus("not a checkpoint", f"the file {NOT_A_CHECKPOINT[kind]}")
     if item.sha256:
         digest = sha256_of(path)
