@@ -237,11 +237,8 @@ class RestoreJob:
                 self._require_helper_weights()
             net = self.models.get(self.settings.weights_source, device)
             options = self.settings.options(self.folder / "output", str(device))
-            tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-            try:   # fp32-strict switches TF32 off process-wide; the next run must not inherit it
-                summary = VideoRestorer(options, net=net).run(source, on_frame=self._on_frame)
-            finally:
-                torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+            # each run sets its CUDA precision once at its start (keep.precision): nothing to undo after it
+            summary = VideoRestorer(options, net=net).run(source, on_frame=self._on_frame)
             self._progress.seconds = time.perf_counter() - self._started
         finally:
             lock.release()
