@@ -45,10 +45,11 @@ def nonfinite_tensors(modules: Dict[str, nn.Module]) -> List[str]:
 
 def grad_norm(params: Iterable[nn.Parameter]) -> float:
     """The global L2 norm of the parameters' gradients (inf / NaN if any gradient is)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
+    norms = [torch.linalg.vector_norm(p.grad.detach(), 2.0) for p in params if p.grad is not None]
+    if not norms:
         return 0.0
-    return float(torch.nn.utils.get_total_norm(grads))
+    # as clip_grad_norm_ computes it (torch.nn.utils.get_total_norm is torch >= 2.6; requirements: >= 2.1)
+    return float(torch.linalg.vector_norm(torch.stack([n.float() for n in norms]), 2.0))
 
 
 def _last_checkpoint(folder: Path) -> str:
