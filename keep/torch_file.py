@@ -222,9 +222,13 @@ def load_torch_file(path: Union[str, Path], what: Optional[str] = None) -> objec
     label = f"{what} {path}" if what else str(path)
     if not path.is_file():
         raise FileNotFoundError(f"{label}: not found")
-    inspect_torch_file(path)
     try:
+        inspect_torch_file(path)
         return torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
+    except OSError as err:   # permissions, an I/O error: not a question of the file's content
+        raise CheckpointError(f"{label}: cannot be read ({err.strerror or err}); check its permissions") from None
     except Exception as err:  # pickle errors, truncated files, non-tensor objects
         # one line, without the terminal's bold escapes PyTorch puts in its refusal
         reason = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(err)).split()) or type(err).__name__
