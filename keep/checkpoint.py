@@ -1,7 +1,8 @@
 """Reading and writing KEEP checkpoints.
 
 Layouts read by :func:`load_checkpoint` (always loaded on the CPU with ``weights_only=True``, so a
-file cannot run code):
+file cannot run code, after :func:`keep.torch_file.inspect_torch_file` has checked that it cannot
+inflate in memory either):
 
 * a raw state dict (the v0.1.0 release ``KEEP-a1a14d46.pth``);
 * ``{"params": sd}`` / ``{"params_ema": sd}`` (BasicSR training files; ``params_ema`` preferred);
@@ -90,15 +91,12 @@ def unwrap_checkpoint(obj: Any, source: str = "checkpoint") -> Tuple[StateDict, 
 
 def load_checkpoint(path: Union[str, Path]) -> Tuple[StateDict, Optional[Dict[str, Any]]]:
     """Read a checkpoint file safely; returns (state dict, arch spec or None)."""
+    from keep.torch_file import load_torch_file   # (it imports CheckpointError from here)
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors, truncated files, non-tensor objects
-        raise CheckpointError(f"{path}: cannot be read as a weights-only PyTorch checkpoint ({err}); "
-                              f"is it a complete .pth file?") from err
-    return unwrap_checkpoint(obj, str(path))
+    return unwrap_checkpoint(load_torch_file(path), str(path))
 
 
 def _summary(kind: str, keys: List[str], limit: int = 5) -> str:

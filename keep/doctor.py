@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+from keep.file_kind import FAILED_DOWNLOAD, NOT_A_CHECKPOINT, sniff
 from keep.weights import WEIGHTS, WeightsNotFoundError, check_file, corrupt_hint, get_weight, sha256_of
 
 Loader = Callable[[Path], "object"]   # path -> the network with the file loaded
@@ -102,7 +103,7 @@ class FileReport:
     required: bool               # needed by the run being checked (exit status 1 when not usable)
     optional: str = ""           # read when present (then it must be usable); what the run does without it
     path: str = ""
-    present: bool = False
+    present: bool = False        # False also for a file that is no checkpoint (see ``content``)
     size_bytes: Optional[int] = None
     sha256: Optional[str] = None           # full digest of the file on disk
     expected_sha256: str = ""              # the registry's (a prefix for the release files); "" = none
@@ -116,6 +117,7 @@ class FileReport:
     problem: str = ""
     fix: str = ""
     notes: List[str] = field(default_factory=list)
+    content: str = ""            # a file there that is no checkpoint: empty | html | text | unknown
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -174,8 +176,9 @@ def try_load(report: FileReport, load: Loader) -> None:
             report.unexpected_keys = counts.get("unexpected", 0)
             report.wrong_shape_keys = counts.get("wrongly shaped", 0)
         else:
-            report.load_state, report.load_detail = "error", message.splitlines()[0][:300]
-        report.notes.append(message.splitlines()[0][:1000])
+            # the whole reason, on one line (PyTorch's refusal of a pickle spans several sentences)
+            report.load_state, report.load_detail = "error", " ".join(message.split())
+        report.notes.append(" ".join(message.split()))
         return
     report.keys = len(net.state_dict())
     bad = _non_finite(net)
@@ -230,6 +233,20 @@ def _decide(report: FileReport, name: Optional[str], root: Optional[Path]) -> No
                       "with the output of `keep doctor --json`" if report.digest_state == "ok" else redo)
 
 
+def _not_a_checkpoint(report: FileReport, fix: str) -> bool:
+    """An empty file or a saved HTML error page where a checkpoint should be does not count as present
+    (a failed download leaves them); the report says what it is and ``fix`` what to do."""
+    if not report.present:
+        return False
+    kind = sniff(report.path)
+    if kind not in FAILED_DOWNLOAD:
+        return False
+    report.present, report.content = False, kind
+    report.size_bytes = Path(report.path).stat().st_size
+    report.problem, report.fix = f"the file there {NOT_A_CHECKPOINT[kind]}", fix
+    return True
+
+
 def check_registered(name: str, root: Optional[Path], required: bool, load: bool) -> FileReport:
     """Presence, sha256 and (``load``) strict load of registry file ``name`` under weights folder ``root``."""
     item = WEIGHTS[name]
@@ -240,6 +257,8 @@ def check_registered(name: str, root: Optional[Path], required: bool, load: bool
     part = path.with_name(path.name + ".part")
     if part.is_file():
         report.notes.append(f"an interrupted download {part.name} is there; `keep download {name}` starts again")
+    if _not_a_checkpoint(report, corrupt_hint(name, root)):
+        return report
     if not report.present:
         report.digest_state = "-"
         report.problem = "missing"
@@ -268,6 +287,8 @@ def check_path(path: Path, load: bool) -> FileReport:
     expected = WEIGHTS[same_name[0]].sha256 if same_name else ""
     report = FileReport(name="--weights", needed_for="keep restore --weights PATH", required=True,
                         path=str(path), present=path.is_file(), expected_sha256=expected)
+    if _not_a_checkpoint(report, "give the path of the real checkpoint"):
+        return report
     if not report.present:
         report.problem = "missing"
         from keep.api import RELEASE_CONFIGS

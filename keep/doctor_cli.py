@@ -108,8 +108,9 @@ def collect(args: argparse.Namespace) -> List[FileReport]:
 
 def blocks_restore(report: FileReport) -> bool:
     """A problem the checked setup runs into: a needed file, or an optional one that is there but unusable
-    (keep restore loads it when present)."""
-    return bool(report.problem) and (report.required or (bool(report.optional) and report.present))
+    (keep restore loads it when present; an empty file or an HTML page there counts as there)."""
+    there = report.present or bool(report.content)
+    return bool(report.problem) and (report.required or (bool(report.optional) and there))
 
 
 def _setup(args: argparse.Namespace) -> str:
@@ -131,18 +132,24 @@ def _shown_path(report: FileReport, folder: Path) -> str:
     return str(path.relative_to(folder)) if report.name in WEIGHTS and path.is_relative_to(folder) else str(path)
 
 
+def _file_cell(report: FileReport) -> str:
+    if report.content:   # a file is there, but it is no checkpoint (keep.file_kind)
+        return {"empty": "empty file", "html": "HTML page"}.get(report.content, f"{report.content} file")
+    return "present" if report.present else "missing"
+
+
 def print_report(reports: List[FileReport], root, load: bool, setup: str = "keep restore") -> None:
     folder = Path(root).expanduser() if root else weights_dir()
     print(f"weights folder: {folder}")
     print(f"checked for: {setup}")
     rows = [(r.name, "yes" if r.required else "optional" if r.optional else "-", r.needed_for,
-             "present" if r.present else "missing", r.digest_state, _load_cell(r), _shown_path(r, folder))
+             _file_cell(r), r.digest_state, _load_cell(r), _shown_path(r, folder))
             for r in reports]
     for line in format_table(("NAME", "NEEDED", "USED BY", "FILE", "SHA256", "STRICT LOAD", "PATH"), rows):
         print("  " + line)
     needed = [r for r in reports if blocks_restore(r)]
-    optional = [r for r in reports if not blocks_restore(r) and r.problem and r.present]
-    absent = [r for r in reports if r.optional and not r.present]
+    optional = [r for r in reports if not blocks_restore(r) and r.problem and (r.present or r.content)]
+    absent = [r for r in reports if r.optional and not r.present and not r.content]
     if needed:
         print(f"\n{len(needed)} problem(s) with files keep restore needs:")
         for r in needed:
@@ -157,7 +164,8 @@ def print_report(reports: List[FileReport], root, load: bool, setup: str = "keep
         for r in optional:
             print(f"  - {r.name}: {r.problem}; {r.fix}")
     unchecked = [r.name for r in reports if (r.required or r.optional) and r.present
-                 and r.digest_state == "no digest recorded" and r.load_state != "ok"]
+                 and r.digest_state == "no digest recorded" and r.load_state != "ok"
+                 and not r.problem]
     if unchecked:
         print(f"\nnot verified ({'--no-load' if not load else 'no loader'}; no published digest): "
               f"{', '.join(unchecked)}")

@@ -40,7 +40,7 @@ def list_files(root) -> int:
     for line in format_table(("NAME", "STATE", "SHA256", "FILE", "URL"), rows):
         print("  " + line)
     print("STATE: ok = sha256 matches; unverified = present, no published digest (`keep doctor` loads it); "
-          "sha256 mismatch / incomplete = `keep download NAME --force`")
+          "not a checkpoint (empty, an HTML error page) / sha256 mismatch / incomplete = `keep download NAME --force`")
     return 0
 
 

@@ -32,6 +32,7 @@ from typing import Dict, NamedTuple, Optional
 
 from tqdm import tqdm
 
+from keep.file_kind import FAILED_DOWNLOAD, NOT_A_CHECKPOINT, sniff
 from keep.io.errors import InputError
 from keep.io.outputs import MadeFolders, OutputLock
 
@@ -148,6 +149,10 @@ def get_weight(name: str, download: bool = True, root: Optional[Path] = None, pr
     item = WEIGHTS[name]
     dest = item.path(root)
     if dest.is_file():
+        kind = sniff(dest)
+        if kind in FAILED_DOWNLOAD:
+            raise WeightsNotFoundError(f"{item.description}: {dest} {NOT_A_CHECKPOINT[kind]}; "
+                                       f"{corrupt_hint(name, root)}")
         return dest
     if not item.published:
         raise WeightsNotFoundError(_unpublished_hint(item, dest))
@@ -222,7 +227,8 @@ def verify_weight(name: str, root: Optional[Path] = None) -> bool:
 
 class FileStatus(NamedTuple):
     """``state``: ``ok`` (sha256 matches), ``unverified`` (present, complete as far as its format
-    tells, no digest to compare), ``missing``, ``sha256 mismatch`` or ``incomplete``."""
+    tells, no digest to compare), ``missing``, ``not a checkpoint`` (empty, an HTML error page, text),
+    ``sha256 mismatch`` or ``incomplete``."""
     state: str
     detail: str
 
@@ -239,6 +245,9 @@ def check_file(name: str, root: Optional[Path] = None) -> FileStatus:
     path = item.path(root)
     if not path.is_file():
         return FileStatus("missing", f"not at {path}")
+    kind = sniff(path)
+    if kind in FAILED_DOWNLOAD:   # a failed download's leftovers are not a present file
+        return FileStatus("not a checkpoint", f"the file {NOT_A_CHECKPOINT[kind]}")
     if item.sha256:
         digest = sha256_of(path)
         if digest.startswith(item.sha256):

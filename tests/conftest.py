@@ -1,6 +1,16 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures shared by the test modules; under CI=true, the shared material is checked first."""
 import pytest
 import torch
+
+from shared_material import ci_message, in_ci, missing_material
+
+
+def pytest_configure(config):
+    """CI always has ../shared: without it the tests that need it would skip and CI would pass having run
+    none of them. One message ("ERROR: ..."), exit status 4, no test run."""
+    missing = missing_material() if in_ci() else []
+    if missing:
+        raise pytest.UsageError(ci_message(missing))
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,19 @@
-"""Where the read-only shared material lives for the tests: ``../shared`` beside the repository.
+"""Where the read-only shared material lives for the tests: ``../shared`` beside the repository
+(``KEEP_SHARED_DIR`` overrides it).
 
-CI always has it; a test that needs it and runs without it skips with the path it looked for.
+CI always has it, so under ``CI=true`` a missing file fails the run: ``conftest.py`` checks
+:data:`REQUIRED` before any test and stops with one message, :func:`require` fails instead of skipping,
+and :func:`reference_files` refuses an empty list of numerics fixtures (an empty parametrisation would
+pass having checked nothing; ``pytest.ini`` makes any other empty parametrisation fail too). Elsewhere
+a test that needs the material and runs without it skips with the path it looked for.
 """
+import os
 from pathlib import Path
+from typing import List
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(os.environ.get("KEEP_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared")
 VIDEOS = SHARED / "videos"
 CONFORMANCE = SHARED / "conformance"
 
@@ -22,11 +29,47 @@ TOLERANCE = {
 }
 
 
+#: Every shared file some test reads (relative to SHARED): checked up front under CI=true.
+REQUIRED = ("videos/real_1.mp4", "videos/real_2.mp4", "videos/synthetic_1.mp4", "videos/synthetic_2.mp4",
+            "conformance/fill.py", "conformance/keep_released_keys.json", "conformance/keep_seed0.npz",
+            "conformance/v1/keep_v1_general_keys.json", "conformance/v1/keep_v1_asian_keys.json",
+            "conformance/v1/keep_v1_asian_seed11.npz", "spec/official-PIPELINE.md")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def missing_material() -> List[str]:
+    return [name for name in REQUIRED if not (SHARED / name).is_file()]
+
+
+def ci_message(missing: List[str]) -> str:
+    return (f"CI=true but the shared material is incomplete: {len(missing)} file(s) missing under {SHARED} "
+            f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}); CI must run the tests that need "
+            f"them. Put ../shared beside the repository (or set KEEP_SHARED_DIR)")
+
+
 def require(path: Path) -> Path:
-    """``path`` if it exists, else skip the calling test naming what is missing."""
+    """``path`` if it exists; else skip the calling test naming what is missing (fail under CI=true)."""
     if not path.exists():
+        if in_ci():
+            pytest.fail(ci_message([str(path)]), pytrace=False)
         pytest.skip(f"shared material absent: {path} (expected ../shared beside the repository)")
     return path
+
+
+def reference_files(folder: Path, pattern: str) -> List[Path]:
+    """The fixture files a numerics test is parametrised over. None found is an error (the tests would
+    pass having compared nothing) wherever the folder exists, and always under CI=true; without the
+    shared material elsewhere, the calling module is skipped."""
+    found = sorted(folder.glob(pattern))
+    if found:
+        return found
+    if folder.is_dir() or in_ci():
+        pytest.fail(f"no {pattern} in {folder}: the numerics tests would have nothing to compare", pytrace=False)
+    pytest.skip(f"shared material absent: {folder} (expected ../shared beside the repository)",
+                allow_module_level=True)
 
 
 def fixture_input(frames):

@@ -2,13 +2,15 @@
 a fragment of the message; every case must write nothing and leave the inputs byte for byte unchanged.
 Add a case by appending a row to CASES. Placeholders: {clip} a small video, {dir} its folder,
 {out} a fresh output folder, {txt} a text file, {broken} garbage named .mp4, {missing} no such path,
-{frames} a frame folder among the inputs, {loop} a symlink to itself, {fifo} a named pipe."""
+{frames} a frame folder among the inputs, {loop} a symlink to itself, {fifo} a named pipe,
+{bomb} / {liar} / {empty} / {html} checkpoints that are hostile (tests/hostile_files.py) or no checkpoint."""
 import hashlib
 import os
 
 import numpy as np
 import pytest
 
+from hostile_files import inflating_checkpoint, lying_sizes_checkpoint
 from keep.cli import main
 from keep.io.images import write_image
 from keep.io.samples import write_sample_clip
@@ -41,6 +43,11 @@ CASES = [
     ("output-inside-frame-folder", ["{frames}", "-o", "{frames}/results"], 1, "lies inside the input"),
     ("save-faces-into-frame-folder", ["{frames}", "-o", "{dir}", "--save-faces"], 1, "would replace the input"),
     ("input-is-a-fifo", ["{fifo}", "-o", "{out}"], 1, "is a named pipe (FIFO)"),
+    # checkpoints refused before they are unpickled (keep/torch_file.py; memory: tests/test_torch_file.py)
+    ("weights-inflating-zip", ["{clip}", "-o", "{out}", "--weights", "{bomb}"], 1, "is compressed (zip method 8)"),
+    ("weights-sizes-beyond-file", ["{clip}", "-o", "{out}", "--weights", "{liar}"], 1, "add up to more than the file"),
+    ("weights-empty-file", ["{clip}", "-o", "{out}", "--weights", "{empty}"], 1, "is empty (0 bytes)"),
+    ("weights-html-page", ["{clip}", "-o", "{out}", "--weights", "{html}"], 1, "is an HTML page"),
 ]
 
 
@@ -55,6 +62,10 @@ def workspace(tmp_path_factory):
     (inputs / "frames").mkdir()
     for i in range(2):
         write_image(inputs / "frames" / f"{i:08d}.png", np.full((32, 32, 3), 90, np.uint8))
+    inflating_checkpoint(inputs / "bomb.pth", 8 << 20)
+    lying_sizes_checkpoint(inputs / "liar.pth")
+    (inputs / "empty.pth").write_bytes(b"")
+    (inputs / "html.pth").write_text("<!DOCTYPE html><html><body>404: Not Found</body></html>")
     return root, inputs, clip
 
 
@@ -72,7 +83,8 @@ def test_bad_input_fails_clearly_and_writes_nothing(workspace, tmp_path, capsys,
     os.mkfifo(fifo)
     values = {"clip": clip, "dir": inputs, "out": out, "txt": inputs / "notes.txt",
               "broken": inputs / "broken.mp4", "missing": root / "no_such_thing.mp4",
-              "frames": inputs / "frames", "loop": loop, "fifo": fifo}
+              "frames": inputs / "frames", "loop": loop, "fifo": fifo,
+              **{name: inputs / f"{name}.pth" for name in ("bomb", "liar", "empty", "html")}}
     before = _snapshot(inputs)
     argv = [a.format(**values) for a in argv]
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from hostile_files import inflating_checkpoint
 from keep.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +58,26 @@ def truncated_init(tmp):
     return _args(tmp, f"init=[{{path: {path}}}]"), 1, "truncated or corrupt"
 
 
+def inflating_init(tmp):
+    path = inflating_checkpoint(tmp / "bomb.pth", 8 << 20)   # 8 MB of pickle in a 9 KB file
+    return _args(tmp, f"init=[{{path: {path}}}]"), 1, "is compressed (zip method 8)"
+
+
+def html_page_as_init(tmp):
+    path = tmp / "page.pth"
+    path.write_text("<!DOCTYPE html><html><body>404: Not Found</body></html>")
+    return _args(tmp, f"init=[{{path: {path}}}]"), 1, "is an HTML page"
+
+
+def infinite_learning_rate(tmp):
+    return _args(tmp, "optim.lr=.inf"), 2, "optim.lr: expected a finite number >= 0, got inf"
+
+
+def loss_turns_nan(tmp):
+    # step 1's update (lr 1e30) sends the weights to ~1e30: step 2's loss is NaN
+    return _args(tmp, "optim.lr=1e30", "iters=3"), 1, "step 2: non-finite training (l1=nan"
+
+
 def malicious_resume(tmp):
     path = tmp / "evil.pth"
     torch.save({"format": "keep-train-v1", "payload": os.getcwd}, path)  # a pickled function, not a tensor
@@ -83,7 +104,8 @@ def run_folder_in_use(tmp):
 
 
 CASES = [malformed_yaml, missing_config, unknown_net_type, bad_arch_argument, absurd_size, init_with_foreign_keys,
-         truncated_init, malicious_resume, resume_with_changed_net, resume_foreign_file, run_folder_in_use]
+         truncated_init, malicious_resume, resume_with_changed_net, resume_foreign_file, run_folder_in_use,
+         inflating_init, html_page_as_init, infinite_learning_rate, loss_turns_nan]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__)

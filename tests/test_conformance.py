@@ -14,8 +14,8 @@ import torch
 
 from keep.api import RELEASED_CONFIG, create_model
 
-from shared_material import CONFORMANCE, TOLERANCE, fixture_input, load_fill, run_on_all_cores
-FIXTURES = sorted(CONFORMANCE.glob("*.npz"))  # keep_seed0.npz and any other reference placed there
+from shared_material import CONFORMANCE, TOLERANCE, fixture_input, load_fill, reference_files, run_on_all_cores
+FIXTURES = reference_files(CONFORMANCE, "*.npz")  # keep_seed0.npz and any other reference placed there
 
 pytestmark = pytest.mark.skipif(not (CONFORMANCE / "keep_released_keys.json").is_file(),
                                 reason=f"conformance data not found at {CONFORMANCE} "

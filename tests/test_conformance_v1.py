@@ -18,10 +18,10 @@ from keep.api import CONFIGS, config_kwargs, create_model, infer_config, load_mo
 from keep.archs.keep_net import KEEP
 from keep.checkpoint import CheckpointError, to_v1_names
 
-from shared_material import CONFORMANCE, TOLERANCE, fixture_input, load_fill, run_on_all_cores
+from shared_material import CONFORMANCE, TOLERANCE, fixture_input, load_fill, reference_files, run_on_all_cores
 
 V1 = CONFORMANCE / "v1"
-ASIAN_FIXTURES = sorted(V1.glob("keep_v1_asian_seed*.npz"))
+ASIAN_FIXTURES = reference_files(V1, "keep_v1_asian_seed*.npz")
 MANIFESTS = {"keep-v1": "keep_v1_general_keys.json", "keep-v1-asian": "keep_v1_asian_keys.json"}
 
 pytestmark = pytest.mark.skipif(not (V1 / "keep_v1_asian_keys.json").is_file(),

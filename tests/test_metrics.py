@@ -68,18 +68,46 @@ def test_identical_frames_known_answers(pair):
         psnr(gt, gt[:-1])
 
 
-def test_lpips_matches_package_or_reports_unavailable(pair):
+@pytest.fixture
+def seeded_alexnet_in_hub(tmp_path):
+    """A torch hub cache holding, under torchvision's AlexNet file name, a seeded random AlexNet: the
+    lpips package loads its shipped linear layers (v0.1) on top of it, offline, exactly as it would
+    the ImageNet file, so the metric runs end to end (not its 'unavailable' branch) on every machine."""
+    import torchvision
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    try:
+        _, path = backbone_file("alex")
+        path.parent.mkdir(parents=True)
+        torch.manual_seed(0)
+        torch.save(torchvision.models.alexnet().state_dict(), path)
+        yield path
+    finally:
+        torch.hub.set_dir(previous)
+
+
+def test_lpips_matches_the_package_on_the_same_backbone(pair, seeded_alexnet_in_hub):
+    import lpips
     pred, gt = pair
-    url, path = backbone_file("alex")
-    if not path.is_file():
+    clip_pred = np.stack([pred, gt, pred[::-1].copy()])
+    clip_gt = np.stack([gt, gt, gt])
+    ours = LPIPSMetric("alex", batch_size=2)(clip_pred, clip_gt)      # batches of 2 and 1
+    reference = lpips.LPIPS(net="alex", verbose=False)
+    refs = [reference(lpips.im2tensor(p), lpips.im2tensor(g)).item() for p, g in zip(clip_pred, clip_gt)]
+    assert refs[0] > 1e-4 and refs[2] > 1e-4 and refs[1] == 0.0   # real distances, and 0 for equal frames
+    np.testing.assert_allclose(ours, refs, rtol=1e-5, atol=1e-7)
+
+
+def test_lpips_without_its_backbone_names_the_file(tmp_path):
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "empty_hub"))
+    try:
+        url, path = backbone_file("alex")
         with pytest.raises(MetricUnavailable) as err:
             LPIPSMetric("alex")
-        assert path.name in str(err.value) and str(path.parent) in str(err.value) and url in str(err.value)
-        return
-    import lpips
-    ours = LPIPSMetric("alex")(pred[None], gt[None])[0]
-    ref = lpips.LPIPS(net="alex", verbose=False)(lpips.im2tensor(pred), lpips.im2tensor(gt)).item()
-    assert ours == pytest.approx(ref, abs=1e-6)
+    finally:
+        torch.hub.set_dir(previous)
+    assert path.name in str(err.value) and str(path.parent) in str(err.value) and url in str(err.value)
 
 
 def test_lpips_input_convention_matches_package(pair):

@@ -63,16 +63,22 @@ def test_carried_state_equals_one_window_without_temporal_attention(clip, sizes)
     torch.testing.assert_close(state.prev_codes, full.z_obs[:, -1], rtol=1e-5, atol=1e-5)
 
 
-def test_state_none_is_the_official_forward_and_next_window_is_predicted(clip):
+def test_state_none_is_a_fresh_start_and_next_window_is_predicted(clip):
+    """``state=None`` (the release's forward) starts a new video: the window's first frame is restored with
+    nothing before it, exactly as a video of that one frame; no call leaves state behind in the module."""
     net = make_net(temporal_attention=True)
     x = clip[:1]
     with torch.inference_mode():
+        fresh_first, _ = net.restore_window(x[:, 2:])      # before any other call
         first, state = net.restore_window(x[:, :2])
-        assert torch.equal(first, net(x[:, :2]))
         carried = net(x[:, 2:], state=state, return_intermediates=True)
-        fresh, _ = net.restore_window(x[:, 2:])  # reset per window = each window alone
-        alone = net(x[:, 2:])
-    assert torch.equal(fresh, alone)
+        fresh, _ = net.restore_window(x[:, 2:])            # reset per window = each window alone
+        frame_2_alone = net(x[:, 2:3])                     # a one-frame video: no history, no prediction
+        frame_0_alone = net(x[:, :1])
+    assert torch.equal(fresh, fresh_first)                 # the earlier windows left nothing behind
+    torch.testing.assert_close(fresh[:, 0], frame_2_alone[:, 0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(first[:, 0], frame_0_alone[:, 0], rtol=1e-4, atol=1e-4)
+    assert (fresh[:, 1:] - frame_2_alone[:, :1]).abs().max() > 1e-3   # later frames do use their window
     assert carried.flows.shape == (1, 3, 2, 32, 32)  # a flow into the window's first frame too
     # frame 0 of the carried window is a Kalman prediction, not a restart
     assert (carried.frames[:, 0] - fresh[:, 0]).abs().max() > 1e-3

@@ -280,23 +280,18 @@ class KEEP(nn.Module, CodeTransformerMixin):
     @staticmethod
     @contextmanager
     def _full_precision(x: torch.Tensor):
-        """True fp32 for the flow net and the code transformer (both cheap next to the convolutions).
+        """Autocast off for the flow net and the code transformer (both cheap next to the convolutions):
+        under bf16/fp16 autocast, global matching (a softmax over 64x64 positions of 128-d correlations)
+        loses sub-pixel flow accuracy and near-tied code logits can flip the top-1 code.
 
-        Autocast off: under bf16/fp16 autocast, global matching (a softmax over 64x64 positions of
-        128-d correlations) loses sub-pixel flow accuracy and near-tied code logits can flip the top-1
-        code. TF32 off on CUDA for the same reason: PyTorch lets cuDNN convolutions use TF32 by
-        default, and with it the flows moved by up to 18 px and a third of the code indices changed
-        in the conformance check on an H100 (within tolerance with TF32 off)."""
+        The TF32 switches are not touched here: they are process-wide, and flipping them from this thread
+        changed the precision of the detector, parser and upsampler running on other threads (and two
+        threads restoring them in turn could leave TF32 on under a flow computation). A run sets them once
+        before its threads start (:mod:`keep.precision`): matmuls in true fp32 always, cuDNN convolutions
+        in TF32 by default (PyTorch's default, the official inference's) or not (``--strict-fp32``)."""
         with ExitStack() as stack:
-            if torch.is_autocast_enabled(x.device.type):
+            if torch.is_autocast_enabled(x.device.type):   # autocast state is per thread: no race
                 stack.enter_context(torch.autocast(x.device.type, enabled=False))
-            if x.device.type == "cuda":
-                stack.enter_context(torch.backends.cudnn.flags(
-                    enabled=torch.backends.cudnn.enabled, benchmark=torch.backends.cudnn.benchmark,
-                    deterministic=torch.backends.cudnn.deterministic, allow_tf32=False))
-                matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
-                torch.backends.cuda.matmul.allow_tf32 = False
-                stack.callback(setattr, torch.backends.cuda.matmul, "allow_tf32", matmul_tf32)
             yield
 
     def _mask_tokens(self, z: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ is still finishing its window from overlapping the next one (the page's queue ad
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import threading
 import time
@@ -236,11 +237,8 @@ class RestoreJob:
                 self._require_helper_weights()
             net = self.models.get(self.settings.weights_source, device)
             options = self.settings.options(self.folder / "output", str(device))
-            tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-            try:   # fp32-strict switches TF32 off process-wide; the next run must not inherit it
-                summary = VideoRestorer(options, net=net).run(source, on_frame=self._on_frame)
-            finally:
-                torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+            # each run sets its CUDA precision once at its start (keep.precision): nothing to undo after it
+            summary = VideoRestorer(options, net=net).run(source, on_frame=self._on_frame)
             self._progress.seconds = time.perf_counter() - self._started
         finally:
             lock.release()
@@ -288,12 +286,24 @@ class RestoreJob:
                          summary=f"{text}\n  settings: {self.settings.describe()}")
 
     def _readable(self, err: BaseException) -> str:
-        """The message without the server's folders: uploads and runs are named by their file name."""
+        """The message without the server's folders: uploads (the video, a checkpoint) and runs are named
+        by their file name, and any other absolute path (the weights folder, a temporary) by its last part."""
         text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-        for path in (getattr(self, "_input", None), Path(self.upload) if self.upload else None):
+        checkpoint = Path(self.settings.checkpoint) if self.settings.checkpoint else None
+        for path in (getattr(self, "_input", None), Path(self.upload) if self.upload else None, checkpoint):
             if path is not None:
                 text = text.replace(str(path), path.name)
-        return text.replace(str(self.folder) + "/", "")
+        return server_folders_hidden(text.replace(str(self.folder) + "/", ""))
+
+
+#: An absolute path's folders: "/" + name, repeated, then "/"; not inside a URL ("https://a/b": the slashes
+#: follow ":" / "/" or a name) nor a relative path.
+_SERVER_FOLDERS = re.compile(r"(?<![\w:/.~-])(?:/[^\s/]+)+/")
+
+
+def server_folders_hidden(text: str) -> str:
+    """``text`` with every absolute path cut to its last part (``/srv/x/w/a.pth`` -> ``a.pth``)."""
+    return _SERVER_FOLDERS.sub("", text)
 
 
 def settings_from(values: Dict) -> DemoSettings:

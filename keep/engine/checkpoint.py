@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import re
-import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -40,19 +38,17 @@ class CheckpointRefused(TrainSetupError):
 
 
 def safe_torch_load(path: Path, what: str = "checkpoint") -> object:
-    """``torch.load(path, weights_only=True)`` on the CPU with errors a user can act on."""
-    path = Path(path)
+    """:func:`keep.torch_file.load_torch_file` (structure checked, then ``torch.load(weights_only=True)``
+    on the CPU) with the training run's error types: refused (:class:`CheckpointRefused`) or unreadable."""
+    from keep.checkpoint import CheckpointError
+    from keep.torch_file import UnsafeCheckpoint, load_torch_file
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "weights_only" in str(err) or "Weights only" in str(err):
-            raise CheckpointRefused(f"{what} {path} holds objects other than tensors and plain values; refused "
-                                    f"unread (it could run code). Use a file written by keep or a plain state dict") from None
-        raise CheckpointUnreadable(f"{what} {path} cannot be read ({str(err).splitlines()[0]}); "
-                                   f"it is truncated or corrupt") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointUnreadable(f"{what} {path} cannot be read ({reason}); it is truncated or corrupt") from None
+        return load_torch_file(Path(path), what)
+    except UnsafeCheckpoint as err:
+        raise CheckpointRefused(str(err)) from None
+    except CheckpointError as err:
+        raise CheckpointUnreadable(f"{err}; it is truncated or corrupt") from None
 
 
 def _pid_alive(pid: int) -> bool:

@@ -142,6 +142,9 @@ class TrainConfig:
     # steps, every weight learns (default); "official": the release's all-zero init (only biases and
     # LayerNorm affines learn); "net": as the network built them (zero_init)
     fusion_init: str = "gated"
+    # consecutive steps with a NaN / inf loss or gradient tolerated (their updates are skipped) before the
+    # run stops with an error; 0 = stop at the first (keep.engine.nonfinite)
+    nonfinite_patience: int = 0
 
     def __post_init__(self) -> None:
         if self.kind != "train":
@@ -186,6 +189,9 @@ class TrainConfig:
         for opt in (self.optim, self.optim_d):
             if opt is not None and opt.schedule not in ("constant", "cosine", "multistep"):
                 raise ConfigError(f"optim.schedule: expected constant, cosine or multistep, got {opt.schedule!r}")
+        if self.nonfinite_patience < 0:
+            raise ConfigError(f"nonfinite_patience must be >= 0, got {self.nonfinite_patience}")
+        check_optim_numbers(self.optim, self.optim_d)
 
 
     def _apply_resolution(self) -> None:
@@ -208,6 +214,16 @@ class TrainConfig:
             deg.blur_sigma_y = tuple(round(v * factor, 4) for v in deg.blur_sigma_y)
             deg.blur_kernel_size = max(3, int(round(deg.blur_kernel_size * factor)) | 1)
         self.resolution = 0
+
+
+def check_optim_numbers(*opts: Optional[OptimConfig]) -> None:
+    """Learning rates and the other optimiser numbers must be finite and >= 0: ``lr: .inf`` would
+    train on NaN from the first update."""
+    for name, opt in zip(("optim", "optim_d"), opts):
+        for key in ("lr", "weight_decay", "gamma", "min_lr", "grad_clip"):
+            value = getattr(opt, key) if opt is not None else 0.0
+            if not (value >= 0.0 and value != float("inf")):   # NaN fails the first test
+                raise ConfigError(f"{name}.{key}: expected a finite number >= 0, got {value}")
 
 
 # kind -> schema, for tools that read every configs/*.yaml

@@ -3,10 +3,13 @@ optimiser that does zero-grad, (scaled) backward, unscale + clip and step."""
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 from torch.optim import Optimizer
+
+from keep.engine.nonfinite import grad_norm
 
 
 class StepContext:
@@ -15,6 +18,7 @@ class StepContext:
         self.optimizers, self.params, self.scaler = optimizers, {k: list(v) for k, v in params.items()}, scaler
         self.amp, self.device, self.grad_clip = amp, device, grad_clip
         self.grad_norms: Dict[str, float] = {}  # pre-clipping norms of the last step, logged
+        self.skipped: List[str] = []            # updates of this step refused as non-finite (trainer clears it)
 
     def autocast(self):
         if self.amp == "none":
@@ -27,7 +31,7 @@ class StepContext:
         optimizer = self.optimizers[name]
         optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        self._clip_and_step(name)
+        self._clip_and_step(name, bool(torch.isfinite(loss.detach()).all()))
 
     def optimize_accumulated(self, name: str, losses: Sequence[Callable[[], torch.Tensor]],
                              runner: Optional[torch.nn.Module] = None) -> List[float]:
@@ -45,13 +49,22 @@ class StepContext:
                 loss = make_loss()
                 self.scaler.scale(loss).backward()
             values.append(float(loss.detach()))
-        self._clip_and_step(name)
+        self._clip_and_step(name, all(math.isfinite(v) for v in values))
         return values
 
-    def _clip_and_step(self, name: str) -> None:
+    def _clip_and_step(self, name: str, loss_finite: bool) -> None:
         optimizer = self.optimizers[name]
+        norm = None
         if self.grad_clip.get(name, 0.0) > 0:
             self.scaler.unscale_(optimizer)
-            norm = torch.nn.utils.clip_grad_norm_(self.params[name], self.grad_clip[name])
-            self.grad_norms[name] = float(norm)
+            norm = float(torch.nn.utils.clip_grad_norm_(self.params[name], self.grad_clip[name]))
+            self.grad_norms[name] = norm
+        if not self.scaler.is_enabled():   # fp16: the GradScaler skips its (normal) overflow steps itself
+            # one NaN gradient would make Adam's moments, then every weight NaN: the update is not applied
+            # (keep.engine.nonfinite counts the step against nonfinite_patience)
+            norm = grad_norm(self.params[name]) if norm is None else norm
+            if not (math.isfinite(norm) and loss_finite):
+                self.skipped.append(f"gradient of {name}: norm {norm}")
+                optimizer.zero_grad(set_to_none=True)
+                return
         self.scaler.step(optimizer)

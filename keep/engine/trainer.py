@@ -34,6 +34,7 @@ from keep.engine.ema import ModelEma
 from keep.engine.errors import TrainSetupError
 from keep.engine.init import apply_frozen, apply_init, preflight
 from keep.engine.logger import TensorBoard, setup_logging
+from keep.engine.nonfinite import NonFiniteGuard, nonfinite_terms
 from keep.engine.schedule import LRSchedule
 from keep.engine.step import StepContext
 from keep.metrics.errors import MetricUnavailable
@@ -164,6 +165,7 @@ class Trainer:
                                {k: o.grad_clip for k, o in opts.items()})
 
         self.step = 0
+        self.nonfinite = NonFiniteGuard(cfg.nonfinite_patience, self.ckpt_dir)
         self.best: Dict[str, float] = {}
         self.stop_requested = False
         if resume_path is not None:
@@ -226,6 +228,7 @@ class Trainer:
 
     def save(self) -> Optional[Path]:
         path = None
+        self.nonfinite.refuse_to_write(self.step, self._weights(), "checkpoint")   # on every rank alike
         if self.dist.is_main:
             path = ckpt.checkpoint_path(self.ckpt_dir, self.step)
             ckpt.atomic_torch_save(self._state(), path)
@@ -341,12 +344,14 @@ class Trainer:
                 batch = self._to_device(next(loader))
                 t1 = time.perf_counter()
                 self.model.train()
+                self.ctx.skipped.clear()
                 logs = self.model.training_step(batch, self.step, self.ctx)
                 logs.update({f"grad_norm_{k}": v for k, v in self.ctx.grad_norms.items()})
+                skipped = self._nonfinite_step(logs)
                 self.scaler.update()
                 for module in self.model.networks().values():
                     broadcast_buffers(module, self.dist)
-                if self.ema is not None:
+                if self.ema is not None and not skipped:
                     self.ema.update(self.model.net, self.step)
                 self.step += 1
                 timing["data"] += t1 - t0
@@ -378,6 +383,26 @@ class Trainer:
         if cfg.export and self.dist.is_main:
             self.export(self.run_dir / "export.pth")
         return history
+
+    def _nonfinite_step(self, logs: Dict[str, float]) -> bool:
+        """True if this step's loss or gradients were NaN / inf (its update was skipped) and the run may
+        go on; raises NonFiniteTraining past ``nonfinite_patience`` (keep.engine.nonfinite)."""
+        shared = None
+        if self.dist.enabled:   # every process takes the same decision (a stop on one rank only would hang)
+            shared = any_rank(bool(nonfinite_terms(logs) or self.ctx.skipped), self.dist, self.device)
+        skipped = self.nonfinite.check(self.step + 1, logs, self.ctx.skipped, self._weights(), shared)
+        if skipped:
+            self.log.warning("step %d: non-finite loss or gradient (%s); update skipped (%d of nonfinite_patience "
+                             "%d)", self.step + 1, ", ".join(nonfinite_terms(logs) + self.ctx.skipped),
+                             self.nonfinite.streak, self.cfg.nonfinite_patience)
+        return skipped
+
+    def _weights(self) -> Dict[str, torch.nn.Module]:
+        """Every network whose weights a checkpoint or an export holds."""
+        modules = dict(self.model.networks())
+        if self.ema is not None:
+            modules["ema"] = self.ema.module
+        return modules
 
     def _track_best(self, results: Dict[str, float]) -> None:
         """Keep ``<run>/best.pth`` (an inference file like export.pth) at the best validation PSNR."""
@@ -413,6 +438,7 @@ class Trainer:
         """The EMA network as a self-describing inference file ``{"arch": {...}, "params": ...}``."""
         from keep.checkpoint import save_inference_checkpoint
         net = self.ema.module if self.ema is not None else self.model.net
+        self.nonfinite.refuse_to_write(self.step, {"net": net}, f"export {path.name}")
         save_inference_checkpoint(net, path, dict(self.cfg.net))
         self.log.info("exported %s weights to %s", "EMA" if self.ema is not None else "network", path)
         return path

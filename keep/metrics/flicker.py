@@ -50,7 +50,8 @@ def load_gmflow(path) -> "torch.nn.Module":
     """:class:`FlowEstimator` with GMFlow weights from ``path`` (the gmflow release stores its state
     dict under ``model``), strict, eval mode."""
     from keep.archs.flow import FlowEstimator
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from keep.torch_file import load_torch_file
+    state = load_torch_file(path)
     if isinstance(state, dict) and "model" in state:
         state = state["model"]
     net = FlowEstimator()

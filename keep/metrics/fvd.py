@@ -147,7 +147,8 @@ class InceptionI3D(nn.Module):
 def load_i3d(path) -> InceptionI3D:
     """The network with ``i3d_pretrained_400.pt`` (a raw state dict, possibly from DataParallel)
     loaded strictly, in eval mode."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from keep.torch_file import load_torch_file
+    state = load_torch_file(path)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}

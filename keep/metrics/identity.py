@@ -80,7 +80,8 @@ class ArcFaceResNet18(nn.Module):
 def load_arcface(path) -> ArcFaceResNet18:
     """Build the network and load GFPGAN's ``arcface_resnet18.pth`` (a raw state dict, possibly saved
     from a DataParallel wrapper or under ``params``), strictly, in eval mode."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from keep.torch_file import load_torch_file
+    state = load_torch_file(path)
     if isinstance(state, dict) and "params" in state:
         state = state["params"]
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}

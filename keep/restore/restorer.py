@@ -7,6 +7,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
+from keep.precision import configure_cuda_precision
+
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -45,10 +47,8 @@ class FaceRestorer:
                  reset_state: bool = False, propagate: bool = True):
         if precision in ("fp16", "bf16") and device.type == "cpu":
             raise ValueError(f"--{precision} needs a GPU (autocast on CUDA/MPS); on CPU run in fp32")
-        if precision == "fp32-strict":
-            # process-wide: the CLI owns the process; the flow net and the code transformer are in
-            # strict fp32 whatever this says (see KEEP._full_precision)
-            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        # once, here, before the pipeline starts its threads: never flipped while they run (keep.precision)
+        configure_cuda_precision(precision, device)
         self.net = net
         self.device = device
         self.size = int(net.img_size)
