@@ -22,6 +22,7 @@ the OpenCV path's exactly and no device -> host synchronisation happens per face
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, Optional, Sequence, Tuple
 
 import cv2
@@ -34,6 +35,24 @@ from keep.face.paste import FacePaster
 
 # ITU-R 601 weights of keep.face.paste.gray_face
 _LUMA = (0.2989, 0.587, 0.114)
+
+
+# The GPU code path is plain torch, so it runs on CPU tensors too: CI (which has no GPU) forces it with
+# RestoreOptions(device_path="force") or, through the command line, KEEP_DEVICE_PATH=force, and compares
+# it with the OpenCV path (tests/test_device_path.py). Not a user option: on the CPU OpenCV is faster.
+DEVICE_PATH_ENV = "KEEP_DEVICE_PATH"
+
+
+def device_path_forced(choice: str = "auto") -> bool:
+    """Whether the GPU code path (device crops, paste and compose, autocast precisions, overlapped stages)
+    runs whatever the device: ``choice`` "force", or "auto" with ``KEEP_DEVICE_PATH=force``."""
+    if choice not in ("auto", "force"):
+        raise ValueError(f"device_path must be 'auto' or 'force', got {choice!r}")
+    if choice == "auto":
+        choice = os.environ.get(DEVICE_PATH_ENV, "auto") or "auto"
+        if choice not in ("auto", "force"):
+            raise ValueError(f"{DEVICE_PATH_ENV}={choice!r}: unset it or set it to 'force'")
+    return choice == "force"
 
 
 def _normaliser(width: int, height: int) -> np.ndarray:
@@ -67,8 +86,9 @@ def erode(mask: torch.Tensor, size: int) -> torch.Tensor:
     if size <= 1:
         return mask
     before, after = size // 2, size - 1 - size // 2
-    padded = F.pad(-mask, (before, after, before, after), value=float("-inf"))
-    return -F.max_pool2d(padded, size, stride=1)
+    # a box minimum is separable: a row pass then a column pass, 2k taps instead of k^2 (k ~ 50 at 4K)
+    rows = F.max_pool2d(F.pad(-mask, (before, after, 0, 0), value=float("-inf")), (1, size), stride=1)
+    return -F.max_pool2d(F.pad(rows, (0, 0, before, after), value=float("-inf")), (size, 1), stride=1)
 
 
 def gaussian_blur(mask: torch.Tensor, ksize: int) -> torch.Tensor:
@@ -179,5 +199,5 @@ class DevicePaster:
         region.add_(mask * colour)
 
 
-__all__ = ["DevicePaster", "crop_faces", "erode", "gaussian_blur", "gray_face", "sampling_theta", "to_uint8",
+__all__ = ["DEVICE_PATH_ENV", "DevicePaster", "device_path_forced", "crop_faces", "erode", "gaussian_blur", "gray_face", "sampling_theta", "to_uint8",
            "upload", "warp_affine"]

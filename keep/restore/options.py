@@ -36,3 +36,5 @@ class RestoreOptions:
     crf: int = 18                         # x264 quality of the written videos
     progress: bool = True
     overlap: Optional[bool] = None        # decode, network, paste-back + encode in threads; None = on a GPU only
+    device_path: str = "auto"             # internal (CI): "force" runs the GPU code path on any device (see
+                                          # keep/restore/device_geometry.py: device_path_forced)

@@ -128,8 +128,10 @@ class VideoRestorer:
         if options.fps is not None and options.fps <= 0:
             raise ValueError(f"--fps must be positive, got {options.fps}")
         self.net = net if net is not None else load_model(options.weights, device=self.device)
+        # CI forces the GPU code path on CPU tensors (device_geometry.device_path_forced)
+        self.forced_device_path = device_geometry.device_path_forced(options.device_path)
         self.restorer = BatchRestorer(self.net, self.device, options.precision, options.reset_state_per_window,
-                                      propagate=not options.image_baseline)
+                                      propagate=not options.image_baseline, cpu_autocast=self.forced_device_path)
         self.notes: List[str] = []
         self.detector: Optional[FaceDetector] = None
         self.paster: Optional[FacePaster] = None
@@ -142,7 +144,7 @@ class VideoRestorer:
                                                  half=options.precision == "fp16")
         # crops and paste-back where the network runs, when it is not the CPU (there OpenCV is faster);
         # Real-ESRGAN on the face and the drawn box stay on the OpenCV path
-        self.device_geometry = (self.device.type != "cpu" and not options.aligned and not options.face_upsample
+        self.device_geometry = ((self.device.type != "cpu" or self.forced_device_path) and not options.aligned and not options.face_upsample
                                 and not options.draw_box)
         self.device_paster: Optional[device_geometry.DevicePaster] = None
         if not options.aligned:
@@ -253,7 +255,8 @@ class _Run:
         # On the CPU the network already uses every core: stage threads beside it only oversubscribe
         # them (measured: 0.149 vs 0.188 frames/s with the real network, 2 cores), so "auto" overlaps
         # only when the network runs on a GPU.
-        threaded = o.overlap if o.overlap is not None else self.owner.device.type != "cpu"
+        threaded = o.overlap if o.overlap is not None else (self.owner.device.type != "cpu"
+                                                            or self.owner.forced_device_path)
         self.on_device = self.owner.device_geometry
         self.faces_restored = 0
         self.bar = tqdm(total=self.info.frame_count, unit="frame", desc=self.info.name, disable=not o.progress)
