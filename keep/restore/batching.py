@@ -4,7 +4,9 @@
 the windows of several faces that are due at the same frame can share one call: one launch of
 every kernel for B faces instead of B launches, which is what pays on a GPU (the per-frame loop
 of the Kalman recurrence is launch-bound for one face). Their Kalman states are stacked on the
-batch axis before the call and split after it.
+batch axis before the call and split after it, every field carried (``KalmanState.stack`` /
+``split``: a causal model's key/value cache too). States whose causal caches differ in length (a
+track younger than the attention span) cannot share a call: they go in separate calls.
 
 Crops may be numpy arrays (the OpenCV geometry) or uint8 tensors already on the network's device
 (keep.restore.device_geometry); restored faces come back in the same kind.
@@ -17,33 +19,9 @@ import numpy as np
 import torch
 
 from keep.archs.keep_net import KalmanState
-from keep.archs.kalman import GainContext
 from keep.restore.restorer import FaceRestorer, faces_to_tensor, tensor_to_faces
 
 Crop = Union[np.ndarray, torch.Tensor]
-
-
-def stack_states(states: Sequence[KalmanState]) -> KalmanState:
-    """B states of batch 1 -> one state of batch B (``frames_seen`` is bookkeeping only: set to 0)."""
-    cat = lambda tensors: torch.cat(list(tensors), dim=0)  # noqa: E731
-    first = states[0]
-    return KalmanState(cat(s.prev_input for s in states), cat(s.prev_output for s in states),
-                       {k: cat(s.prev_feats[k] for s in states) for k in first.prev_feats},
-                       GainContext([cat(s.gain_context.anchor[i] for s in states)
-                                    for i in range(len(first.gain_context.anchor))],
-                                   [cat(s.gain_context.prev[i] for s in states)
-                                    for i in range(len(first.gain_context.prev))]),
-                       0)
-
-
-def split_state(state: KalmanState, item: int, frames_seen: int) -> KalmanState:
-    """Batch item ``item`` of a stacked state, as a state of batch 1."""
-    take = lambda t: t[item:item + 1]  # noqa: E731
-    return KalmanState(take(state.prev_input), take(state.prev_output),
-                       {k: take(v) for k, v in state.prev_feats.items()},
-                       GainContext([take(a) for a in state.gain_context.anchor],
-                                   [take(p) for p in state.gain_context.prev]),
-                       frames_seen)
 
 
 def crops_to_tensor(crops: List[Crop], device: torch.device) -> torch.Tensor:
@@ -86,18 +64,30 @@ class BatchRestorer(FaceRestorer):
             track, crops = windows[0]
             out = [self.restore(track, crops)]
         else:
-            x = torch.cat([crops_to_tensor(crops, self.device) for _, crops in windows], dim=0)
-            state: Optional[KalmanState] = None if states[0] is None else (
-                states[0] if len(states) == 1 else stack_states(states))
-            with self._autocast():
-                frames, state = self.net.restore_window(x, state=state, propagate=self.propagate)
-            out = []
-            for item, (track, _) in enumerate(windows):
-                seen = self._seen.get(track, 0) + length
-                self._states[track] = None if state is None else split_state(state, item, seen)
-                out.append(tensor_to_crops(frames[item:item + 1], on_device))
+            out = [None] * len(windows)
+            # one call per causal-cache length (one call in every other case)
+            groups = {}
+            for item, state in enumerate(states):
+                groups.setdefault(None if state is None else state.batch_signature(), []).append(item)
+            for items in groups.values():
+                for item, crops in zip(items, self._restore_stacked([windows[i] for i in items],
+                                                                    [states[i] for i in items], length, on_device)):
+                    out[item] = crops
         for track, _ in windows:
             self._seen[track] = self._seen.get(track, 0) + length
+        return out
+
+    def _restore_stacked(self, windows, states, length: int, on_device: bool) -> List[List[Crop]]:
+        x = torch.cat([crops_to_tensor(crops, self.device) for _, crops in windows], dim=0)
+        state: Optional[KalmanState] = None if states[0] is None else KalmanState.stack(states)
+        with self._autocast():
+            frames, state = self.net.restore_window(x, state=state, propagate=self.propagate)
+        seen = [self._seen.get(track, 0) + length for track, _ in windows]
+        items = [None] * len(windows) if state is None else state.split(seen)
+        out = []
+        for item, (track, _) in enumerate(windows):
+            self._states[track] = items[item]
+            out.append(tensor_to_crops(frames[item:item + 1], on_device))
         return out
 
     def end_track(self, track: int) -> None:
