@@ -49,6 +49,7 @@ class SourceInfo:
     has_audio: bool
     notes: List[str] = field(default_factory=list)   # conversions the user should hear about
     color: Dict[str, int] = field(default_factory=dict)  # colorspace, color_primaries, color_trc tags
+    stream: Optional[int] = None  # the container's index of the video stream read (None: a frame folder)
 
     def note(self, text: str) -> None:
         if text and text not in self.notes:
@@ -86,10 +87,58 @@ def _display_matrix(frame: "av.VideoFrame") -> Optional[np.ndarray]:
     return None
 
 
+def _is_picture(stream) -> bool:
+    """A cover image or thumbnail stored as a video stream (FFmpeg's attached_pic disposition)."""
+    return bool(int(stream.disposition) & int(av.stream.Disposition.attached_pic))
+
+
+def _count_packets(path: Path, streams) -> Dict[int, int]:
+    """Packets (= frames for video) per stream, by demuxing without decoding (a second handle, so the
+    caller's stays at the start). Only for files with several video streams and no counts in the header."""
+    counts = {s.index: 0 for s in streams}
+    with av.open(str(path)) as container:
+        wanted = [container.streams[i] for i in counts]
+        for packet in container.demux(*wanted):
+            if packet.size:
+                counts[packet.stream.index] += 1
+    return counts
+
+
+def choose_video_stream(container, path: Path, wanted: Optional[int] = None):
+    """The video stream to restore: ``wanted`` (a container stream index, ``--stream``), else the one with
+    the most frames, cover pictures (attached_pic) last, the default stream first among equals.
+
+    Returns (stream, frames counted or None, a note for the summary or ""). A file whose first stream is
+    a one-frame thumbnail must not be restored as that thumbnail (issue 20 item 5)."""
+    videos = list(container.streams.video)
+    listing = lambda: ", ".join(f"{s.index} ({s.codec_context.name}{', cover picture' if _is_picture(s) else ''})"  # noqa: E731
+                                for s in videos)
+    if wanted is not None:
+        chosen = [s for s in videos if s.index == wanted]
+        if not chosen:
+            raise InputError(f"{path}: --stream {wanted} is not a video stream of this file; its video streams "
+                             f"are {listing()}")
+        note = f"video stream {wanted} restored (--stream) of {len(videos)} video streams" if len(videos) > 1 else ""
+        return chosen[0], None, note
+    if len(videos) == 1:
+        return videos[0], None, ""
+    candidates = [s for s in videos if not _is_picture(s)] or videos
+    counts = {s.index: s.frames for s in candidates}
+    counted = len(candidates) > 1 and not all(counts.values())
+    if counted:
+        counts = _count_packets(path, candidates)
+    default = int(av.stream.Disposition.default)
+    best = max(candidates, key=lambda s: (counts[s.index], bool(int(s.disposition) & default), -s.index))
+    frames = ", ".join(f"{i}: {n}" for i, n in counts.items())
+    note = (f"video stream {best.index} restored, the one with the most frames (frames per stream {frames}); "
+            f"the file's video streams: {listing()}; --stream N restores another")
+    return best, counts[best.index] if counted else None, note
+
+
 class VideoSource(FrameSource):
     """Decode a video file with PyAV into RGB frames."""
 
-    def __init__(self, path: Path, fps: Optional[Fraction] = None):
+    def __init__(self, path: Path, fps: Optional[Fraction] = None, stream_index: Optional[int] = None):
         self.path = Path(path)
         try:
             self._container = av.open(str(self.path))
@@ -99,7 +148,11 @@ class VideoSource(FrameSource):
         if not self._container.streams.video:
             self._container.close()
             raise InputError(f"{self.path} has no video stream")
-        stream = self._container.streams.video[0]
+        try:
+            stream, counted, choice = choose_video_stream(self._container, self.path, stream_index)
+        except BaseException:
+            self._container.close()
+            raise
         stream.thread_type = "AUTO"
         self._stream = stream
         rate = stream.average_rate or stream.guessed_rate
@@ -110,7 +163,9 @@ class VideoSource(FrameSource):
             path=self.path, name=input_name(self.path), kind="video", width=stream.codec_context.width,
             height=stream.codec_context.height, fps=Fraction(fps or rate),
             time_base=Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000),
-            frame_count=stream.frames or None, has_audio=bool(self._container.streams.audio))
+            frame_count=stream.frames or counted or None, has_audio=bool(self._container.streams.audio))
+        self.info.note(choice)
+        self.info.stream = stream.index
         context = stream.codec_context
         self.info.color = {k: int(getattr(context, k)) for k in ("colorspace", "color_primaries", "color_trc")}
         pix_fmt = context.pix_fmt or ""
@@ -224,16 +279,19 @@ class FolderSource(FrameSource):
             yield Frame(index, image, index, self.info.time_base)
 
 
-def open_source(path: Path, fps: Optional[Fraction] = None) -> FrameSource:
-    """Open a video file or a frame folder; ``fps`` overrides the rate of the timeline."""
+def open_source(path: Path, fps: Optional[Fraction] = None, stream: Optional[int] = None) -> FrameSource:
+    """Open a video file or a frame folder; ``fps`` overrides the rate of the timeline; ``stream`` picks a
+    video file's stream by its container index (default: :func:`choose_video_stream`)."""
     path = Path(path)
     if path.is_dir():
+        if stream is not None:
+            raise InputError(f"{path} is a frame folder: --stream applies to video files only")
         return FolderSource(path, fps)
     if not path.exists():
         raise InputError(f"input {path} does not exist")
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         raise InputError(f"{path}: not a video ({', '.join(VIDEO_SUFFIXES)}) nor a frame folder")
-    return VideoSource(path, fps)
+    return VideoSource(path, fps, stream)
 
 
 def find_inputs(path: Path) -> List[Path]:

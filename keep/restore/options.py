@@ -24,6 +24,7 @@ class RestoreOptions:
     mask: str = "auto"                    # "auto" (parsing if its weights are present), "parse", "square"
     draw_box: bool = False
     fps: Optional[Fraction] = None        # override the output rate (drops the audio of a video input)
+    stream: Optional[int] = None          # container index of the video stream (None: the one with most frames)
     device: str = "auto"                  # "auto", "cuda", "mps", "cpu"
     precision: str = "fp32"               # "fp32", "fp32-strict" (TF32 off), "fp16", "bf16" (autocast, GPU only)
     sigma: float = 5.0                    # landmark smoothing (paper: sigma 5, radius 20)

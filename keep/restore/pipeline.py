@@ -178,7 +178,7 @@ class VideoRestorer:
         summary and the header's frame count (None if unknown); an exception it raises stops the run
         and deletes the partial videos (how ``keep demo`` shows progress and cancels). ``extras_dir``: where
         --save-faces and friends write (default ``<output_dir>/<name>``; keep restore stages them)."""
-        source = open_source(path, self.options.fps)
+        source = open_source(path, self.options.fps, self.options.stream)
         source.info.name = name or source.info.name   # a batch may rename (x.mp4 + x.mkv)
         try:
             run = _Run(self, source)
