@@ -29,11 +29,29 @@ ACCURATE = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.F
 
 @dataclass
 class Frame:
-    """One decoded frame: ``image`` is (H, W, 3) uint8 RGB; ``pts`` counts ``time_base`` units."""
+    """One decoded frame: ``image`` is (H, W, 3) uint8 RGB; ``pts`` counts ``time_base`` units.
+
+    ``deep``: for a video of more than 8 bits, the frame as (H, W, 3) uint16 RGB (full scale 65535);
+    ``image`` is then ``deep`` rounded to 8 bits (detection, alignment and the network work in 8 bits,
+    the background keeps every bit)."""
     index: int
     image: np.ndarray
     pts: int
     time_base: Fraction
+    deep: Optional[np.ndarray] = None
+
+
+def to_8bit(deep: np.ndarray) -> np.ndarray:
+    """uint16 (full scale 65535) -> uint8, rounded: x * 255 / 65535 = x / 257."""
+    return ((deep.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def bit_depth(pix_fmt: str) -> int:
+    """Bits per component of a pixel format (8 for an unknown one)."""
+    try:
+        return max(c.bits for c in av.VideoFormat(pix_fmt).components)
+    except (ValueError, TypeError, av.error.FFmpegError):
+        return 8
 
 
 @dataclass
@@ -50,6 +68,7 @@ class SourceInfo:
     notes: List[str] = field(default_factory=list)   # conversions the user should hear about
     color: Dict[str, int] = field(default_factory=dict)  # colorspace, color_primaries, color_trc tags
     stream: Optional[int] = None  # the container's index of the video stream read (None: a frame folder)
+    bit_depth: int = 8            # bits per component of the input (frames of more than 8 carry ``deep``)
 
     def note(self, text: str) -> None:
         if text and text not in self.notes:
@@ -169,6 +188,7 @@ class VideoSource(FrameSource):
         context = stream.codec_context
         self.info.color = {k: int(getattr(context, k)) for k in ("colorspace", "color_primaries", "color_trc")}
         pix_fmt = context.pix_fmt or ""
+        self.info.bit_depth = bit_depth(pix_fmt) if pix_fmt else 8
         if pix_fmt.startswith("gray") or pix_fmt.startswith("ya"):
             self.info.note("grayscale video converted to 3 channels")
         # The input's own rate: what a regular timeline advances by (``info.fps`` may be --fps).
@@ -236,14 +256,22 @@ class VideoSource(FrameSource):
             elif last_pts is not None and abs((pts - last_pts) - step) > 0.5 * step and not self.retimed:
                 info.note("variable frame rate: the input's timestamps are kept")
             # PyAV may return a view with padded rows; native code (dlib) needs contiguous pixels.
-            image = frame.reformat(format="rgb24", interpolation=ACCURATE).to_ndarray()
-            if self.rotation:
-                image = np.rot90(image, self.rotation)
-            image = np.ascontiguousarray(image)
+            deep = None
+            if info.bit_depth > 8:   # 16-bit RGB keeps a 10/12-bit video's levels (rgb24 would band them)
+                deep = frame.reformat(format="rgb48le", interpolation=ACCURATE).to_ndarray()
+                if self.rotation:
+                    deep = np.rot90(deep, self.rotation)
+                deep = np.ascontiguousarray(deep)
+                image = to_8bit(deep)
+            else:
+                image = frame.reformat(format="rgb24", interpolation=ACCURATE).to_ndarray()
+                if self.rotation:
+                    image = np.rot90(image, self.rotation)
+                image = np.ascontiguousarray(image)
             if image.shape[:2] != (info.height, info.width):
                 raise InputError(f"{self.path}: frame {index} is {image.shape[1]}x{image.shape[0]}, "
                                  f"the stream is {info.width}x{info.height}; re-encode it at one size")
-            yield Frame(index, image, int(pts), tick)
+            yield Frame(index, image, int(pts), tick, deep)
             last_pts = pts
             index += 1
             frame = self._decode_next(index)

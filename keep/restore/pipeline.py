@@ -41,7 +41,7 @@ from keep.face.tracking import FaceTracker
 from keep.io.errors import InputError
 from keep.io.images import write_image
 from keep.io.source import Frame, SourceInfo, open_source
-from keep.io.writer import VideoWriter
+from keep.io.writer import VideoWriter, needs_deep_output
 from keep.restore import device_geometry
 from keep.restore.batching import BatchRestorer, Crop
 from keep.restore.options import RestoreOptions
@@ -237,8 +237,10 @@ class _Run:
                 self.summary.notes.append("audio not copied: --fps changes the video's timing")
                 audio = None
         self.retime = o.fps is not None and info.kind == "video"
+        deep = needs_deep_output(info.bit_depth, info.color)   # 10-bit out for >8-bit or HDR in
         self.writer = VideoWriter(out, self.out_w, self.out_h, fps, time_base, audio_from=audio, crf=o.crf,
-                                  color=info.color)
+                                  color=info.color, deep=deep)
+        self.summary.notes.append(f"output: {self.writer.description}")
         if self.writer.padded:
             self.summary.notes.append(f"odd size {self.out_w}x{self.out_h}: padded by one pixel to even "
                                       f"(H.264 yuv420p needs even sizes)")
@@ -246,7 +248,7 @@ class _Run:
             self.summary.notes.append(f"audio: {self.writer.audio.description}")
         if o.compare:
             self.compare = VideoWriter(compare_path, 2 * self.out_w, self.out_h, fps, time_base, audio_from=audio,
-                                       crf=o.crf, color=info.color)
+                                       crf=o.crf, color=info.color, deep=deep)
 
     # ------------------------------------------------------------------ main loop
     def execute(self) -> RunSummary:
@@ -461,9 +463,12 @@ class _Run:
             self.buffer.popleft()
             self.emitter.put(slot)
 
-    def _background(self, image: np.ndarray) -> np.ndarray:
+    def _background(self, frame: Frame) -> np.ndarray:
+        """The canvas: the frame as float32 in 0..255 units (a >8-bit frame's levels kept as fractions)."""
         scale = self.o.upscale
+        image = frame.image if frame.deep is None else frame.deep.astype(np.float32) / 257.0
         if self.owner.upsampler is not None and self.o.bg_upsampler:
+            image = frame.image   # Real-ESRGAN works on 8 bits
             up = self.owner.upsampler.enhance(image)
             return cv2.resize(up, (self.out_w, self.out_h), interpolation=cv2.INTER_LANCZOS4).astype(np.float32)
         if scale == 1:
@@ -472,7 +477,7 @@ class _Run:
 
     def _compose(self, slot: _Slot, gray: bool) -> np.ndarray:
         """The output frame: restored faces pasted into the background (OpenCV)."""
-        canvas = self._background(slot.frame.image)
+        canvas = self._background(slot.frame)
         for tid in sorted(slot.faces):
             restored = slot.faces[tid].restored
             if gray:
@@ -484,19 +489,21 @@ class _Run:
                 face = cv2.resize(self.owner.upsampler.enhance(restored), (side, side),
                                   interpolation=cv2.INTER_LANCZOS4)
             self.owner.paster.paste(canvas, face, slot.faces[tid].matrix, face_512)
-        return to_uint8(canvas)
+        return to_uint8(canvas) if slot.frame.deep is None else _to_uint16(canvas)
 
     def _compose_on_device(self, slot: _Slot, gray: bool) -> np.ndarray:
         """:meth:`_compose` with device tensors (keep/restore/device_geometry.py); one download per frame."""
-        if self.o.upscale == 1 and not self.o.bg_upsampler:
+        if self.o.upscale == 1 and not self.o.bg_upsampler and slot.frame.deep is None:
             canvas = self._on_device(slot).float()
         else:
-            canvas = device_geometry.upload(self._background(slot.frame.image), self.owner.device)
+            canvas = device_geometry.upload(self._background(slot.frame), self.owner.device)
         for tid in sorted(slot.faces):
             restored = slot.faces[tid].restored
             if gray:
                 restored = device_geometry.gray_face(restored)
             self.owner.device_paster.paste(canvas, restored, slot.faces[tid].matrix)
+        if slot.frame.deep is not None:
+            return _to_uint16(canvas.cpu().numpy())
         return device_geometry.to_uint8(canvas).cpu().numpy()
 
     def _emit(self, slot: _Slot) -> None:
@@ -516,7 +523,7 @@ class _Run:
                 output = self._compose_on_device(slot, gray)
             else:
                 output = self._compose(slot, gray)
-            reference = frame.image
+            reference = frame.image if frame.deep is None else frame.deep
             if self.o.upscale > 1:
                 reference = cv2.resize(reference, (self.out_w, self.out_h), interpolation=cv2.INTER_LINEAR)
             self.summary.frames_without_face += not slot.faces
@@ -546,7 +553,13 @@ def _owned(frames):
     """Frames with their own pixels: a decoder's array may view a buffer it reuses once it runs ahead."""
     for frame in frames:
         frame.image = frame.image.copy()
+        frame.deep = None if frame.deep is None else frame.deep.copy()
         yield frame
+
+
+def _to_uint16(canvas: np.ndarray) -> np.ndarray:
+    """A canvas in 0..255 units -> uint16 full scale (x 257): unchanged pixels get their input levels back."""
+    return np.clip(np.rint(canvas * 257.0), 0, 65535).astype(np.uint16)
 
 
 def _numpy(image: Crop) -> np.ndarray:
