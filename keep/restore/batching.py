@@ -40,11 +40,48 @@ def tensor_to_crops(frames: torch.Tensor, on_device: bool) -> List[Crop]:
     return list(images.permute(0, 2, 3, 1))
 
 
-class BatchRestorer(FaceRestorer):
-    """:class:`FaceRestorer` that also restores the windows of several tracks in one network call."""
+# Network memory per face in a call, measured at 512 px with a 20-frame window (issue 21: 2.1 / 3.2 /
+# 5.0 GiB for 1 / 2 / 4 faces, i.e. about 0.95 GiB per face); it scales with pixels and frames.
+BYTES_PER_FACE_512 = int(0.95 * 2 ** 30)
+MAX_BATCH_LIMIT = 16    # beyond this one launch per kernel is already amortised
 
-    def __init__(self, *args, **kwargs):
+
+def available_memory(device: torch.device) -> Optional[int]:
+    """Bytes free for the network on ``device``: CUDA's free memory, the host's MemAvailable for the
+    CPU; None where unknown (MPS)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as info:
+                for line in info:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
+def default_max_batch(device: torch.device, size: int, window: int) -> int:
+    """Faces per network call so that the call uses at most half of the free memory (at least 1)."""
+    free = available_memory(device)
+    if free is None:
+        return 4
+    per_face = BYTES_PER_FACE_512 * (size / 512) ** 2 * max(window, 1) / 20
+    return int(max(1, min(MAX_BATCH_LIMIT, free // 2 // max(per_face, 1))))
+
+
+class BatchRestorer(FaceRestorer):
+    """:class:`FaceRestorer` that also restores the windows of several tracks in one network call.
+
+    ``max_batch`` caps the faces of one call (the network's memory grows with them); more due windows
+    go in several calls, which gives the same numbers (batch items are independent)."""
+
+    def __init__(self, *args, max_batch: Optional[int] = None, **kwargs):
         super().__init__(*args, **kwargs)
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"--max-batch must be at least 1, got {max_batch}")
+        self.max_batch = max_batch
         self._seen = {}   # track -> frames restored (the stacked state's frames_seen is not per item)
 
     @torch.inference_mode()
@@ -69,7 +106,9 @@ class BatchRestorer(FaceRestorer):
             groups = {}
             for item, state in enumerate(states):
                 groups.setdefault(None if state is None else state.batch_signature(), []).append(item)
-            for items in groups.values():
+            cap = self.max_batch or len(windows)
+            chunks = [items[i:i + cap] for items in groups.values() for i in range(0, len(items), cap)]
+            for items in chunks:
                 for item, crops in zip(items, self._restore_stacked([windows[i] for i in items],
                                                                     [states[i] for i in items], length, on_device)):
                     out[item] = crops

@@ -111,15 +111,43 @@ def upload(image: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor.to(device)
 
 
+def crop_region(matrix: np.ndarray, size: int, frame_hw: Tuple[int, int], margin: int = 2) -> Tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the part of a (H, W) frame that a ``size`` crop by ``matrix`` (frame -> crop)
+    reads, clipped to the frame. ``margin`` covers the bilinear taps beyond the crop's corners, so
+    sampling the region gives the same pixels as sampling the frame (outside the frame: the border)."""
+    inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
+    corners = np.array([[-0.5, -0.5, 1], [size - 0.5, -0.5, 1], [size - 0.5, size - 0.5, 1], [-0.5, size - 0.5, 1]])
+    points = corners @ inverse.T
+    height, width = frame_hw
+    x0, y0 = np.maximum(np.floor(points.min(0)).astype(int) - margin, 0)
+    x1, y1 = np.minimum(np.ceil(points.max(0)).astype(int) + margin + 1, [width, height])
+    return int(x0), int(y0), int(max(x1, x0)), int(max(y1, y0))
+
+
 def crop_faces(frames: Sequence[torch.Tensor], matrices: Sequence[np.ndarray], size: int) -> torch.Tensor:
     """T (H, W, 3) uint8 frames on the device and their (2, 3) frame -> crop maps -> (T, size, size, 3) uint8.
 
-    keep.face.align.warp_face for a whole window in one ``grid_sample``."""
-    x = torch.stack(list(frames)).permute(0, 3, 1, 2).float()
-    ones = torch.ones_like(x[:, :1])
-    warped = warp_affine(torch.cat([x, ones], dim=1), matrices, (size, size))
+    keep.face.align.warp_face for a whole window in one ``grid_sample``. Only the region around each
+    face (:func:`crop_region`) is converted to float, not the whole frame: a 20-frame window of 4K
+    frames as float32 would be 2.6 GB per track (issue 21 item 5); regions are zero-padded to one size,
+    and the zeros are read only where the crop leaves the frame, as the frame's own zero padding."""
+    regions = [crop_region(m, size, tuple(f.shape[:2])) for m, f in zip(matrices, frames)]
+    height = max(1, max(y1 - y0 for _, y0, _, y1 in regions))
+    width = max(1, max(x1 - x0 for x0, _, x1, _ in regions))
+    device = frames[0].device
+    # channels: RGB and a ones channel that marks the frame's pixels (the border's weight is 1 - coverage)
+    x = torch.zeros((len(frames), 4, height, width), dtype=torch.float32, device=device)
+    shifted = []
+    for i, (frame, matrix, (x0, y0, x1, y1)) in enumerate(zip(frames, matrices, regions)):
+        if x1 > x0 and y1 > y0:
+            x[i, :3, :y1 - y0, :x1 - x0] = frame[y0:y1, x0:x1].permute(2, 0, 1)
+            x[i, 3, :y1 - y0, :x1 - x0] = 1.0
+        moved = np.array(matrix, np.float64)
+        moved[:, 2] += moved[:, :2] @ np.array([x0, y0], np.float64)   # region pixel (u, v) = frame (u + x0, v + y0)
+        shifted.append(moved)
+    warped = warp_affine(x, shifted, (size, size))
     coverage = warped[:, 3:]
-    border = torch.tensor(BORDER_RGB, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    border = torch.tensor(BORDER_RGB, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     # OpenCV's constant border = bilinear taps outside the frame read the border colour
     crops = warped[:, :3] + (1.0 - coverage) * border
     return crops.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
@@ -199,5 +227,5 @@ class DevicePaster:
         region.add_(mask * colour)
 
 
-__all__ = ["DEVICE_PATH_ENV", "DevicePaster", "device_path_forced", "crop_faces", "erode", "gaussian_blur", "gray_face", "sampling_theta", "to_uint8",
+__all__ = ["DEVICE_PATH_ENV", "DevicePaster", "device_path_forced", "crop_faces", "crop_region", "erode", "gaussian_blur", "gray_face", "sampling_theta", "to_uint8",
            "upload", "warp_affine"]

@@ -37,5 +37,6 @@ class RestoreOptions:
     crf: int = 18                         # x264 quality of the written videos
     progress: bool = True
     overlap: Optional[bool] = None        # decode, network, paste-back + encode in threads; None = on a GPU only
+    max_batch: Optional[int] = None       # faces per network call (None: from the device's free memory)
     device_path: str = "auto"             # internal (CI): "force" runs the GPU code path on any device (see
                                           # keep/restore/device_geometry.py: device_path_forced)

@@ -43,11 +43,14 @@ from keep.io.images import write_image
 from keep.io.source import Frame, SourceInfo, open_source
 from keep.io.writer import VideoWriter, needs_deep_output
 from keep.restore import device_geometry
-from keep.restore.batching import BatchRestorer, Crop
+from keep.restore.batching import BatchRestorer, Crop, default_max_batch
 from keep.restore.options import RestoreOptions
 from keep.restore.restorer import resolve_device
 from keep.restore.stages import Stage, StageError, prefetch
 from keep.weights import WeightsNotFoundError
+
+
+HOST_QUEUE_BYTES = 2 ** 30   # frames waiting between the stages (paste-back queue, decoded ahead), at most
 
 
 @dataclass
@@ -130,8 +133,13 @@ class VideoRestorer:
         self.net = net if net is not None else load_model(options.weights, device=self.device)
         # CI forces the GPU code path on CPU tensors (device_geometry.device_path_forced)
         self.forced_device_path = device_geometry.device_path_forced(options.device_path)
+        max_batch = options.max_batch or default_max_batch(self.device, int(self.net.img_size), options.window)
         self.restorer = BatchRestorer(self.net, self.device, options.precision, options.reset_state_per_window,
-                                      propagate=not options.image_baseline, cpu_autocast=self.forced_device_path)
+                                      propagate=not options.image_baseline, cpu_autocast=self.forced_device_path,
+                                      max_batch=max_batch)
+        if options.all_faces:
+            self.notes.append(f"at most {max_batch} faces per network call"
+                              f"{' (--max-batch)' if options.max_batch else ' (from free memory; --max-batch)'}")
         self.notes: List[str] = []
         self.detector: Optional[FaceDetector] = None
         self.paster: Optional[FacePaster] = None
@@ -266,8 +274,11 @@ class _Run:
         # Bounded hand-overs: one window running and one queued in the network, two windows of frames
         # waiting for paste-back, a few frames decoded ahead.
         self.network = Stage("network", self._run_job, maxsize=2, threaded=threaded, discard=self._cancel_job)
-        self.emitter = Stage("paste-back and encoding", self._emit, maxsize=2 * o.window, threaded=threaded)
-        frames = prefetch(_owned(self.source) if threaded else self.source, size=8, threaded=threaded)
+        # ... bounded in bytes too (HOST_QUEUE_BYTES): at 8K two windows of frames would be gigabytes
+        frame_bytes = self.info.width * self.info.height * 3 * (2 if self.info.bit_depth > 8 else 1)
+        queued = int(max(2, min(2 * o.window, HOST_QUEUE_BYTES // max(frame_bytes, 1))))
+        self.emitter = Stage("paste-back and encoding", self._emit, maxsize=queued, threaded=threaded)
+        frames = prefetch(_owned(self.source) if threaded else self.source, size=min(8, queued), threaded=threaded)
         try:
             self._open_writers()   # inside: if the compare file cannot be made, the main one goes too
             for frame in frames:
