@@ -137,10 +137,10 @@ class VideoRestorer:
         self.restorer = BatchRestorer(self.net, self.device, options.precision, options.reset_state_per_window,
                                       propagate=not options.image_baseline, cpu_autocast=self.forced_device_path,
                                       max_batch=max_batch)
+        self.notes: List[str] = []
         if options.all_faces:
             self.notes.append(f"at most {max_batch} faces per network call"
                               f"{' (--max-batch)' if options.max_batch else ' (from free memory; --max-batch)'}")
-        self.notes: List[str] = []
         self.detector: Optional[FaceDetector] = None
         self.paster: Optional[FacePaster] = None
         self.upsampler = None
