@@ -82,7 +82,10 @@ def _levels(plane):
     return len(np.unique(plane[BAND // 2]))
 
 
-def test_ten_bit_pq_round_trip_keeps_depth_tags_and_levels(tmp_path, pq_clip, weights, capsys):
+@pytest.mark.parametrize("path", ["opencv", "device"])
+def test_ten_bit_pq_round_trip_keeps_depth_tags_and_levels(tmp_path, pq_clip, weights, capsys, monkeypatch, path):
+    if path == "device":   # the GPU compose path, on CPU tensors (tests/test_device_path.py)
+        monkeypatch.setenv("KEEP_DEVICE_PATH", "force")
     with open_source(pq_clip) as source:
         assert source.info.bit_depth == 10
         frame = next(iter(source))
