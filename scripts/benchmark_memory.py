@@ -5,7 +5,8 @@ figure) and prints one row. Faces are made by tiling one face clip (frames of a 
 on a canvas of fixed size, so the face count changes and nothing else does; the frame-size rows put
 one face tile on 1080p and 4K canvases.
 
-    python scripts/benchmark_memory.py VIDEO [--size 256] [--frames 3] [--faces 1 2 4 8]
+    python scripts/benchmark_memory.py VIDEO [--size 256] [--frames 3] [--faces 1 2 4 8] [--max-batch N]
+    python scripts/benchmark_memory.py VIDEO --crops --window 20   # device crops of one 4K window
 
 Figures: peak resident memory of the process (CPU), and on CUDA torch's peak allocated memory. A tiny
 KEEP network with random weights (keep-tiny at --size px): what is measured is how the pipeline's
@@ -79,6 +80,30 @@ def _one(args) -> None:
         print(json.dumps(row))
 
 
+def _crops(args) -> None:
+    """Child process: peak RSS of the device crops of one window of 4K frames (CPU tensors), by region
+    (keep.restore.device_geometry.crop_faces) or, with --whole, by stacking whole frames as float32
+    (the former way), one JSON line."""
+    import numpy as np
+    import torch
+
+    from keep.restore import device_geometry
+    width, height = CANVAS[args.one_canvas]
+    frames = [torch.full((height, width, 3), 100, dtype=torch.uint8) for _ in range(args.window)]
+    scale = 0.5
+    matrix = np.array([[scale, 0, 256 - scale * width / 2], [0, scale, 256 - scale * height / 2]])
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if args.whole:
+        x = torch.stack(frames).permute(0, 3, 1, 2).float()
+        x = torch.cat([x, torch.ones_like(x[:, :1])], 1)
+        device_geometry.warp_affine(x, [matrix] * len(frames), (512, 512))
+    else:
+        device_geometry.crop_faces(frames, [matrix] * len(frames), 512)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"canvas": args.one_canvas, "window": args.window, "whole_frames": bool(args.whole),
+                      "face_px": int(512 / scale), "crop_peak_increase_gib": (peak - base) / 2 ** 20}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video", help="a clip with one face")
@@ -90,9 +115,20 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=None, help="as keep restore (default: from free memory)")
     parser.add_argument("--one-faces", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--one-canvas", help=argparse.SUPPRESS)
+    parser.add_argument("--crops", action="store_true", help="only the device crops of one window (4K, CPU tensors)")
+    parser.add_argument("--whole", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one_faces is not None:
         _one(args)
+        return
+    if args.crops and args.one_canvas:
+        _crops(args)
+        return
+    if args.crops:
+        for whole in (True, False):
+            command = [sys.executable, __file__, args.video, "--crops", "--one-canvas", "4K",
+                       "--window", str(args.window)] + (["--whole"] if whole else [])
+            print(subprocess.run(command, capture_output=True, text=True).stdout.strip(), flush=True)
         return
     configs = [(n, "1080p") for n in args.faces] + [(1, "4K")]
     print(f"keep-tiny at {args.size} px, {args.frames} frames, window {args.window}, device {args.device}")
