@@ -111,7 +111,8 @@ def test_tracks_with_different_cache_lengths_share_a_step(causal_net):
     together.restore_many([(0, old[:3])])
     together.restore_many([(1, young[:1])])
     out = together.restore_many([(0, old[3:5]), (1, young[1:3])])
-    alone_old, alone_young = FaceRestorer(causal_net, torch.device("cpu")), FaceRestorer(causal_net, torch.device("cpu"))
+    alone_old = FaceRestorer(causal_net, torch.device("cpu"))
+    alone_young = FaceRestorer(causal_net, torch.device("cpu"))
     alone_old.restore(0, old[:3])
     alone_young.restore(1, young[:1])
     for faces, expected in ((out[0], alone_old.restore(0, old[3:5])), (out[1], alone_young.restore(1, young[1:3]))):

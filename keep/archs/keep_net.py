@@ -88,8 +88,9 @@ class KalmanState:
             raise ValueError(f"states with different causal cache lengths cannot be stacked: {sorted(signatures)}")
         cat = lambda tensors: torch.cat(list(tensors), dim=0)  # noqa: E731
         first = states[0]
-        context = GainContext([cat(s.gain_context.anchor[i] for s in states) for i in range(len(first.gain_context.anchor))],
-                              [cat(s.gain_context.prev[i] for s in states) for i in range(len(first.gain_context.prev))],
+        blocks = range(len(first.gain_context.anchor))
+        context = GainContext([cat(s.gain_context.anchor[i] for s in states) for i in blocks],
+                              [cat(s.gain_context.prev[i] for s in states) for i in blocks],
                               None if first.gain_context.temporal is None else
                               # (B*N, L, inner), item-major: UncertaintyBlock.forward_causal's reshape(b * n, ...)
                               [(cat(s.gain_context.temporal[i][0] for s in states),

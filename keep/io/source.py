@@ -130,8 +130,9 @@ def choose_video_stream(container, path: Path, wanted: Optional[int] = None):
     Returns (stream, frames counted or None, a note for the summary or ""). A file whose first stream is
     a one-frame thumbnail must not be restored as that thumbnail (issue 20 item 5)."""
     videos = list(container.streams.video)
-    listing = lambda: ", ".join(f"{s.index} ({s.codec_context.name}{', cover picture' if _is_picture(s) else ''})"  # noqa: E731
-                                for s in videos)
+    def listing() -> str:
+        return ", ".join(f"{s.index} ({s.codec_context.name}{', cover picture' if _is_picture(s) else ''})"
+                         for s in videos)
     if wanted is not None:
         chosen = [s for s in videos if s.index == wanted]
         if not chosen:

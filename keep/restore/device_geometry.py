@@ -227,5 +227,5 @@ class DevicePaster:
         region.add_(mask * colour)
 
 
-__all__ = ["DEVICE_PATH_ENV", "DevicePaster", "device_path_forced", "crop_faces", "crop_region", "erode", "gaussian_blur", "gray_face", "sampling_theta", "to_uint8",
-           "upload", "warp_affine"]
+__all__ = ["DEVICE_PATH_ENV", "DevicePaster", "device_path_forced", "crop_faces", "crop_region", "erode",
+           "gaussian_blur", "gray_face", "sampling_theta", "to_uint8", "upload", "warp_affine"]

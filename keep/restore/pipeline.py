@@ -152,8 +152,8 @@ class VideoRestorer:
                                                  half=options.precision == "fp16")
         # crops and paste-back where the network runs, when it is not the CPU (there OpenCV is faster);
         # Real-ESRGAN on the face and the drawn box stay on the OpenCV path
-        self.device_geometry = ((self.device.type != "cpu" or self.forced_device_path) and not options.aligned and not options.face_upsample
-                                and not options.draw_box)
+        self.device_geometry = ((self.device.type != "cpu" or self.forced_device_path) and not options.aligned
+                                and not options.face_upsample and not options.draw_box)
         self.device_paster: Optional[device_geometry.DevicePaster] = None
         if not options.aligned:
             self.detector = make_detector(options.detector, self.device)
