@@ -99,3 +99,35 @@ def test_device_crops_read_only_the_region_around_each_face():
         assert np.abs(crop.astype(int) - warp_face(frame.numpy(), m, size).astype(int)).max() <= 2
     x0, y0, x1, y1 = device_geometry.crop_region(matrices[0], size, (360, 640))
     assert (x1 - x0) * (y1 - y0) < 0.2 * 360 * 640   # the inside face reads a small part of the frame
+
+
+def test_stage_queues_are_bounded_in_bytes(tmp_path, monkeypatch):
+    """Frames queued for paste-back and decoded ahead: at most HOST_QUEUE_BYTES, same output."""
+    from keep.io.samples import write_sample_clip
+    from keep.restore import pipeline
+    from keep.restore.options import RestoreOptions
+    from tiny_models import random_tiny_checkpoint
+
+    rng = np.random.default_rng(2)
+    clip = write_sample_clip([rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(6)],
+                             tmp_path / "clip.mp4", tone_hz=None)
+    weights = random_tiny_checkpoint(tmp_path / "tiny.pth", 64)
+    sizes = {}
+    stage = pipeline.Stage
+
+    def recording(name, handle, maxsize, **kwargs):
+        sizes[name] = maxsize
+        return stage(name, handle, maxsize, **kwargs)
+    monkeypatch.setattr(pipeline, "Stage", recording)
+    outputs = {}
+    for budget in (2 ** 30, 3 * 64 * 64 * 3):      # roomy, then room for three 64x64 frames
+        monkeypatch.setattr(pipeline, "HOST_QUEUE_BYTES", budget)
+        out = tmp_path / str(budget)
+        pipeline.VideoRestorer(RestoreOptions(output_dir=out, weights=str(weights), aligned=True, window=4,
+                                              progress=False, device="cpu", overlap=True,
+                                              save_faces=True)).run(clip)
+        outputs[budget] = sizes["paste-back and encoding"], [p.read_bytes() for p in
+                                                              sorted((out / "clip" / "restored_faces").glob("*.png"))]
+    (roomy, faces_roomy), (tight, faces_tight) = outputs[2 ** 30], outputs[3 * 64 * 64 * 3]
+    assert roomy == 8 and tight == 3           # 2 * window, then the byte budget
+    assert len(faces_roomy) == 6 and faces_roomy == faces_tight
