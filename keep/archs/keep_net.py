@@ -70,6 +70,56 @@ class KalmanState:
     def _side(self) -> int:
         return int(round(self.gain_context.anchor[0].shape[1] ** 0.5))
 
+    def batch_signature(self) -> Tuple:
+        """What states must share to be stacked: the causal key/value cache's length per block (the
+        causal mask is one for the whole batch), None without a cache."""
+        temporal = self.gain_context.temporal
+        return (None if temporal is None else tuple(int(k.shape[1]) for k, _ in temporal),)
+
+    @staticmethod
+    def stack(states: Sequence["KalmanState"]) -> "KalmanState":
+        """States of batch 1 (or any) -> one state whose batch is theirs in order, every field carried,
+        the causal cache included (so a stacked causal stream keeps its attention span). All must have
+        one :meth:`batch_signature`. ``frames_seen`` is the first state's; :meth:`split` takes the
+        per-item counts."""
+        states = list(states)
+        signatures = {s.batch_signature() for s in states}
+        if len(signatures) != 1:
+            raise ValueError(f"states with different causal cache lengths cannot be stacked: {sorted(signatures)}")
+        cat = lambda tensors: torch.cat(list(tensors), dim=0)  # noqa: E731
+        first = states[0]
+        blocks = range(len(first.gain_context.anchor))
+        context = GainContext([cat(s.gain_context.anchor[i] for s in states) for i in blocks],
+                              [cat(s.gain_context.prev[i] for s in states) for i in blocks],
+                              None if first.gain_context.temporal is None else
+                              # (B*N, L, inner), item-major: UncertaintyBlock.forward_causal's reshape(b * n, ...)
+                              [(cat(s.gain_context.temporal[i][0] for s in states),
+                                cat(s.gain_context.temporal[i][1] for s in states))
+                               for i in range(len(first.gain_context.temporal))])
+        return KalmanState(cat(s.prev_input for s in states), cat(s.prev_output for s in states),
+                           {k: cat(s.prev_feats[k] for s in states) for k in first.prev_feats}, context,
+                           first.frames_seen)
+
+    def split(self, frames_seen: Optional[Sequence[int]] = None) -> List["KalmanState"]:
+        """The inverse of :meth:`stack`: one state of batch 1 per item (``frames_seen[i]`` each, default
+        this state's). Views of this state's tensors (restore_window never writes into a state)."""
+        items = self.prev_input.shape[0]
+        seen = [self.frames_seen] * items if frames_seen is None else list(frames_seen)
+        if len(seen) != items:
+            raise ValueError(f"{len(seen)} frame counts for a state of {items} items")
+
+        def take(tensor: torch.Tensor, i: int) -> torch.Tensor:
+            rows = tensor.shape[0] // items   # 1, or N tokens per item for the causal cache
+            return tensor[i * rows:(i + 1) * rows]
+        temporal = self.gain_context.temporal
+        return [KalmanState(take(self.prev_input, i), take(self.prev_output, i),
+                            {k: take(v, i) for k, v in self.prev_feats.items()},
+                            GainContext([take(a, i) for a in self.gain_context.anchor],
+                                        [take(p, i) for p in self.gain_context.prev],
+                                        None if temporal is None else [(take(k, i), take(v, i)) for k, v in temporal]),
+                            seen[i])
+                for i in range(items)]
+
     def detach(self) -> "KalmanState":
         """A copy cut from the autograd graph (truncated back-propagation across windows)."""
         return KalmanState(self.prev_input.detach(), self.prev_output.detach(),

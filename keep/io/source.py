@@ -29,11 +29,29 @@ ACCURATE = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.F
 
 @dataclass
 class Frame:
-    """One decoded frame: ``image`` is (H, W, 3) uint8 RGB; ``pts`` counts ``time_base`` units."""
+    """One decoded frame: ``image`` is (H, W, 3) uint8 RGB; ``pts`` counts ``time_base`` units.
+
+    ``deep``: for a video of more than 8 bits, the frame as (H, W, 3) uint16 RGB (full scale 65535);
+    ``image`` is then ``deep`` rounded to 8 bits (detection, alignment and the network work in 8 bits,
+    the background keeps every bit)."""
     index: int
     image: np.ndarray
     pts: int
     time_base: Fraction
+    deep: Optional[np.ndarray] = None
+
+
+def to_8bit(deep: np.ndarray) -> np.ndarray:
+    """uint16 (full scale 65535) -> uint8, rounded: x * 255 / 65535 = x / 257."""
+    return ((deep.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def bit_depth(pix_fmt: str) -> int:
+    """Bits per component of a pixel format (8 for an unknown one)."""
+    try:
+        return max(c.bits for c in av.VideoFormat(pix_fmt).components)
+    except (ValueError, TypeError, av.error.FFmpegError):
+        return 8
 
 
 @dataclass
@@ -49,6 +67,8 @@ class SourceInfo:
     has_audio: bool
     notes: List[str] = field(default_factory=list)   # conversions the user should hear about
     color: Dict[str, int] = field(default_factory=dict)  # colorspace, color_primaries, color_trc tags
+    stream: Optional[int] = None  # the container's index of the video stream read (None: a frame folder)
+    bit_depth: int = 8            # bits per component of the input (frames of more than 8 carry ``deep``)
 
     def note(self, text: str) -> None:
         if text and text not in self.notes:
@@ -86,10 +106,59 @@ def _display_matrix(frame: "av.VideoFrame") -> Optional[np.ndarray]:
     return None
 
 
+def _is_picture(stream) -> bool:
+    """A cover image or thumbnail stored as a video stream (FFmpeg's attached_pic disposition)."""
+    return bool(int(stream.disposition) & int(av.stream.Disposition.attached_pic))
+
+
+def _count_packets(path: Path, streams) -> Dict[int, int]:
+    """Packets (= frames for video) per stream, by demuxing without decoding (a second handle, so the
+    caller's stays at the start). Only for files with several video streams and no counts in the header."""
+    counts = {s.index: 0 for s in streams}
+    with av.open(str(path)) as container:
+        wanted = [container.streams[i] for i in counts]
+        for packet in container.demux(*wanted):
+            if packet.size:
+                counts[packet.stream.index] += 1
+    return counts
+
+
+def choose_video_stream(container, path: Path, wanted: Optional[int] = None):
+    """The video stream to restore: ``wanted`` (a container stream index, ``--stream``), else the one with
+    the most frames, cover pictures (attached_pic) last, the default stream first among equals.
+
+    Returns (stream, frames counted or None, a note for the summary or ""). A file whose first stream is
+    a one-frame thumbnail must not be restored as that thumbnail (issue 20 item 5)."""
+    videos = list(container.streams.video)
+    def listing() -> str:
+        return ", ".join(f"{s.index} ({s.codec_context.name}{', cover picture' if _is_picture(s) else ''})"
+                         for s in videos)
+    if wanted is not None:
+        chosen = [s for s in videos if s.index == wanted]
+        if not chosen:
+            raise InputError(f"{path}: --stream {wanted} is not a video stream of this file; its video streams "
+                             f"are {listing()}")
+        note = f"video stream {wanted} restored (--stream) of {len(videos)} video streams" if len(videos) > 1 else ""
+        return chosen[0], None, note
+    if len(videos) == 1:
+        return videos[0], None, ""
+    candidates = [s for s in videos if not _is_picture(s)] or videos
+    counts = {s.index: s.frames for s in candidates}
+    counted = len(candidates) > 1 and not all(counts.values())
+    if counted:
+        counts = _count_packets(path, candidates)
+    default = int(av.stream.Disposition.default)
+    best = max(candidates, key=lambda s: (counts[s.index], bool(int(s.disposition) & default), -s.index))
+    frames = ", ".join(f"{i}: {n}" for i, n in counts.items())
+    note = (f"video stream {best.index} restored, the one with the most frames (frames per stream {frames}); "
+            f"the file's video streams: {listing()}; --stream N restores another")
+    return best, counts[best.index] if counted else None, note
+
+
 class VideoSource(FrameSource):
     """Decode a video file with PyAV into RGB frames."""
 
-    def __init__(self, path: Path, fps: Optional[Fraction] = None):
+    def __init__(self, path: Path, fps: Optional[Fraction] = None, stream_index: Optional[int] = None):
         self.path = Path(path)
         try:
             self._container = av.open(str(self.path))
@@ -99,7 +168,11 @@ class VideoSource(FrameSource):
         if not self._container.streams.video:
             self._container.close()
             raise InputError(f"{self.path} has no video stream")
-        stream = self._container.streams.video[0]
+        try:
+            stream, counted, choice = choose_video_stream(self._container, self.path, stream_index)
+        except BaseException:
+            self._container.close()
+            raise
         stream.thread_type = "AUTO"
         self._stream = stream
         rate = stream.average_rate or stream.guessed_rate
@@ -110,10 +183,13 @@ class VideoSource(FrameSource):
             path=self.path, name=input_name(self.path), kind="video", width=stream.codec_context.width,
             height=stream.codec_context.height, fps=Fraction(fps or rate),
             time_base=Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000),
-            frame_count=stream.frames or None, has_audio=bool(self._container.streams.audio))
+            frame_count=stream.frames or counted or None, has_audio=bool(self._container.streams.audio))
+        self.info.note(choice)
+        self.info.stream = stream.index
         context = stream.codec_context
         self.info.color = {k: int(getattr(context, k)) for k in ("colorspace", "color_primaries", "color_trc")}
         pix_fmt = context.pix_fmt or ""
+        self.info.bit_depth = bit_depth(pix_fmt) if pix_fmt else 8
         if pix_fmt.startswith("gray") or pix_fmt.startswith("ya"):
             self.info.note("grayscale video converted to 3 channels")
         # The input's own rate: what a regular timeline advances by (``info.fps`` may be --fps).
@@ -181,14 +257,22 @@ class VideoSource(FrameSource):
             elif last_pts is not None and abs((pts - last_pts) - step) > 0.5 * step and not self.retimed:
                 info.note("variable frame rate: the input's timestamps are kept")
             # PyAV may return a view with padded rows; native code (dlib) needs contiguous pixels.
-            image = frame.reformat(format="rgb24", interpolation=ACCURATE).to_ndarray()
-            if self.rotation:
-                image = np.rot90(image, self.rotation)
-            image = np.ascontiguousarray(image)
+            deep = None
+            if info.bit_depth > 8:   # 16-bit RGB keeps a 10/12-bit video's levels (rgb24 would band them)
+                deep = frame.reformat(format="rgb48le", interpolation=ACCURATE).to_ndarray()
+                if self.rotation:
+                    deep = np.rot90(deep, self.rotation)
+                deep = np.ascontiguousarray(deep)
+                image = to_8bit(deep)
+            else:
+                image = frame.reformat(format="rgb24", interpolation=ACCURATE).to_ndarray()
+                if self.rotation:
+                    image = np.rot90(image, self.rotation)
+                image = np.ascontiguousarray(image)
             if image.shape[:2] != (info.height, info.width):
                 raise InputError(f"{self.path}: frame {index} is {image.shape[1]}x{image.shape[0]}, "
                                  f"the stream is {info.width}x{info.height}; re-encode it at one size")
-            yield Frame(index, image, int(pts), tick)
+            yield Frame(index, image, int(pts), tick, deep)
             last_pts = pts
             index += 1
             frame = self._decode_next(index)
@@ -224,16 +308,19 @@ class FolderSource(FrameSource):
             yield Frame(index, image, index, self.info.time_base)
 
 
-def open_source(path: Path, fps: Optional[Fraction] = None) -> FrameSource:
-    """Open a video file or a frame folder; ``fps`` overrides the rate of the timeline."""
+def open_source(path: Path, fps: Optional[Fraction] = None, stream: Optional[int] = None) -> FrameSource:
+    """Open a video file or a frame folder; ``fps`` overrides the rate of the timeline; ``stream`` picks a
+    video file's stream by its container index (default: :func:`choose_video_stream`)."""
     path = Path(path)
     if path.is_dir():
+        if stream is not None:
+            raise InputError(f"{path} is a frame folder: --stream applies to video files only")
         return FolderSource(path, fps)
     if not path.exists():
         raise InputError(f"input {path} does not exist")
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         raise InputError(f"{path}: not a video ({', '.join(VIDEO_SUFFIXES)}) nor a frame folder")
-    return VideoSource(path, fps)
+    return VideoSource(path, fps, stream)
 
 
 def find_inputs(path: Path) -> List[Path]:

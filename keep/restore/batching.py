@@ -4,7 +4,9 @@
 the windows of several faces that are due at the same frame can share one call: one launch of
 every kernel for B faces instead of B launches, which is what pays on a GPU (the per-frame loop
 of the Kalman recurrence is launch-bound for one face). Their Kalman states are stacked on the
-batch axis before the call and split after it.
+batch axis before the call and split after it, every field carried (``KalmanState.stack`` /
+``split``: a causal model's key/value cache too). States whose causal caches differ in length (a
+track younger than the attention span) cannot share a call: they go in separate calls.
 
 Crops may be numpy arrays (the OpenCV geometry) or uint8 tensors already on the network's device
 (keep.restore.device_geometry); restored faces come back in the same kind.
@@ -17,33 +19,9 @@ import numpy as np
 import torch
 
 from keep.archs.keep_net import KalmanState
-from keep.archs.kalman import GainContext
 from keep.restore.restorer import FaceRestorer, faces_to_tensor, tensor_to_faces
 
 Crop = Union[np.ndarray, torch.Tensor]
-
-
-def stack_states(states: Sequence[KalmanState]) -> KalmanState:
-    """B states of batch 1 -> one state of batch B (``frames_seen`` is bookkeeping only: set to 0)."""
-    cat = lambda tensors: torch.cat(list(tensors), dim=0)  # noqa: E731
-    first = states[0]
-    return KalmanState(cat(s.prev_input for s in states), cat(s.prev_output for s in states),
-                       {k: cat(s.prev_feats[k] for s in states) for k in first.prev_feats},
-                       GainContext([cat(s.gain_context.anchor[i] for s in states)
-                                    for i in range(len(first.gain_context.anchor))],
-                                   [cat(s.gain_context.prev[i] for s in states)
-                                    for i in range(len(first.gain_context.prev))]),
-                       0)
-
-
-def split_state(state: KalmanState, item: int, frames_seen: int) -> KalmanState:
-    """Batch item ``item`` of a stacked state, as a state of batch 1."""
-    take = lambda t: t[item:item + 1]  # noqa: E731
-    return KalmanState(take(state.prev_input), take(state.prev_output),
-                       {k: take(v) for k, v in state.prev_feats.items()},
-                       GainContext([take(a) for a in state.gain_context.anchor],
-                                   [take(p) for p in state.gain_context.prev]),
-                       frames_seen)
 
 
 def crops_to_tensor(crops: List[Crop], device: torch.device) -> torch.Tensor:
@@ -62,11 +40,48 @@ def tensor_to_crops(frames: torch.Tensor, on_device: bool) -> List[Crop]:
     return list(images.permute(0, 2, 3, 1))
 
 
-class BatchRestorer(FaceRestorer):
-    """:class:`FaceRestorer` that also restores the windows of several tracks in one network call."""
+# Network memory per face in a call, measured at 512 px with a 20-frame window (issue 21: 2.1 / 3.2 /
+# 5.0 GiB for 1 / 2 / 4 faces, i.e. about 0.95 GiB per face); it scales with pixels and frames.
+BYTES_PER_FACE_512 = int(0.95 * 2 ** 30)
+MAX_BATCH_LIMIT = 16    # beyond this one launch per kernel is already amortised
 
-    def __init__(self, *args, **kwargs):
+
+def available_memory(device: torch.device) -> Optional[int]:
+    """Bytes free for the network on ``device``: CUDA's free memory, the host's MemAvailable for the
+    CPU; None where unknown (MPS)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as info:
+                for line in info:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
+def default_max_batch(device: torch.device, size: int, window: int) -> int:
+    """Faces per network call so that the call uses at most half of the free memory (at least 1)."""
+    free = available_memory(device)
+    if free is None:
+        return 4
+    per_face = BYTES_PER_FACE_512 * (size / 512) ** 2 * max(window, 1) / 20
+    return int(max(1, min(MAX_BATCH_LIMIT, free // 2 // max(per_face, 1))))
+
+
+class BatchRestorer(FaceRestorer):
+    """:class:`FaceRestorer` that also restores the windows of several tracks in one network call.
+
+    ``max_batch`` caps the faces of one call (the network's memory grows with them); more due windows
+    go in several calls, which gives the same numbers (batch items are independent)."""
+
+    def __init__(self, *args, max_batch: Optional[int] = None, **kwargs):
         super().__init__(*args, **kwargs)
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"--max-batch must be at least 1, got {max_batch}")
+        self.max_batch = max_batch
         self._seen = {}   # track -> frames restored (the stacked state's frames_seen is not per item)
 
     @torch.inference_mode()
@@ -86,18 +101,32 @@ class BatchRestorer(FaceRestorer):
             track, crops = windows[0]
             out = [self.restore(track, crops)]
         else:
-            x = torch.cat([crops_to_tensor(crops, self.device) for _, crops in windows], dim=0)
-            state: Optional[KalmanState] = None if states[0] is None else (
-                states[0] if len(states) == 1 else stack_states(states))
-            with self._autocast():
-                frames, state = self.net.restore_window(x, state=state, propagate=self.propagate)
-            out = []
-            for item, (track, _) in enumerate(windows):
-                seen = self._seen.get(track, 0) + length
-                self._states[track] = None if state is None else split_state(state, item, seen)
-                out.append(tensor_to_crops(frames[item:item + 1], on_device))
+            out = [None] * len(windows)
+            # one call per causal-cache length (one call in every other case)
+            groups = {}
+            for item, state in enumerate(states):
+                groups.setdefault(None if state is None else state.batch_signature(), []).append(item)
+            cap = self.max_batch or len(windows)
+            chunks = [items[i:i + cap] for items in groups.values() for i in range(0, len(items), cap)]
+            for items in chunks:
+                for item, crops in zip(items, self._restore_stacked([windows[i] for i in items],
+                                                                    [states[i] for i in items], length, on_device)):
+                    out[item] = crops
         for track, _ in windows:
             self._seen[track] = self._seen.get(track, 0) + length
+        return out
+
+    def _restore_stacked(self, windows, states, length: int, on_device: bool) -> List[List[Crop]]:
+        x = torch.cat([crops_to_tensor(crops, self.device) for _, crops in windows], dim=0)
+        state: Optional[KalmanState] = None if states[0] is None else KalmanState.stack(states)
+        with self._autocast():
+            frames, state = self.net.restore_window(x, state=state, propagate=self.propagate)
+        seen = [self._seen.get(track, 0) + length for track, _ in windows]
+        items = [None] * len(windows) if state is None else state.split(seen)
+        out = []
+        for item, (track, _) in enumerate(windows):
+            self._states[track] = items[item]
+            out.append(tensor_to_crops(frames[item:item + 1], on_device))
         return out
 
     def end_track(self, track: int) -> None:

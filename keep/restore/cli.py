@@ -112,6 +112,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=parse_fps, default=None,
                         help="output frame rate, e.g. 25 or 30000/1001 (default: the input's; frame folders: 20); "
                              "a video is then re-timed at this rate and its audio is not copied")
+    parser.add_argument("--stream", type=_number(int, "a stream index", low=0), default=None,
+                        help="the video stream to restore, by its index in the file (as ffprobe lists them; "
+                             "default: the video stream with the most frames, cover pictures last)")
+    parser.add_argument("--max-batch", type=_number(int, "a whole number", low=1), default=None,
+                        help="at most this many faces per network call with --all-faces (default: from the "
+                             "device's free memory); lower it if the GPU runs out of memory")
     add_device_arguments(parser, strict_fp32=True)
     parser.add_argument("--max-gap", type=_number(int, "a whole number", low=0), default=20,
                         help="frames without a detection bridged by interpolation inside a track (default 20)")
@@ -271,7 +277,8 @@ def _make_restorer(args: argparse.Namespace, progress_bars: bool):
         all_faces=args.all_faces, window=args.window, reset_state_per_window=args.reset_state_per_window,
         image_baseline=args.image_baseline, upscale=args.upscale, bg_upsampler=args.bg_upsampler,
         bg_tile=args.bg_tile, face_upsample=args.face_upsample, mask=args.mask, draw_box=args.draw_box,
-        fps=args.fps, device=args.device, precision=args.precision, sigma=args.smooth_sigma,
+        fps=args.fps, stream=args.stream, max_batch=args.max_batch, device=args.device,
+        precision=args.precision, sigma=args.smooth_sigma,
         max_gap=args.max_gap, save_faces=args.save_faces, save_cropped=args.save_cropped,
         save_frames=args.save_frames, compare=args.compare, overwrite=args.overwrite, crf=args.crf,
         progress=progress_bars, overlap=args.overlap)

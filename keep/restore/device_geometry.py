@@ -22,6 +22,7 @@ the OpenCV path's exactly and no device -> host synchronisation happens per face
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, Optional, Sequence, Tuple
 
 import cv2
@@ -34,6 +35,24 @@ from keep.face.paste import FacePaster
 
 # ITU-R 601 weights of keep.face.paste.gray_face
 _LUMA = (0.2989, 0.587, 0.114)
+
+
+# The GPU code path is plain torch, so it runs on CPU tensors too: CI (which has no GPU) forces it with
+# RestoreOptions(device_path="force") or, through the command line, KEEP_DEVICE_PATH=force, and compares
+# it with the OpenCV path (tests/test_device_path.py). Not a user option: on the CPU OpenCV is faster.
+DEVICE_PATH_ENV = "KEEP_DEVICE_PATH"
+
+
+def device_path_forced(choice: str = "auto") -> bool:
+    """Whether the GPU code path (device crops, paste and compose, autocast precisions, overlapped stages)
+    runs whatever the device: ``choice`` "force", or "auto" with ``KEEP_DEVICE_PATH=force``."""
+    if choice not in ("auto", "force"):
+        raise ValueError(f"device_path must be 'auto' or 'force', got {choice!r}")
+    if choice == "auto":
+        choice = os.environ.get(DEVICE_PATH_ENV, "auto") or "auto"
+        if choice not in ("auto", "force"):
+            raise ValueError(f"{DEVICE_PATH_ENV}={choice!r}: unset it or set it to 'force'")
+    return choice == "force"
 
 
 def _normaliser(width: int, height: int) -> np.ndarray:
@@ -67,8 +86,9 @@ def erode(mask: torch.Tensor, size: int) -> torch.Tensor:
     if size <= 1:
         return mask
     before, after = size // 2, size - 1 - size // 2
-    padded = F.pad(-mask, (before, after, before, after), value=float("-inf"))
-    return -F.max_pool2d(padded, size, stride=1)
+    # a box minimum is separable: a row pass then a column pass, 2k taps instead of k^2 (k ~ 50 at 4K)
+    rows = F.max_pool2d(F.pad(-mask, (before, after, 0, 0), value=float("-inf")), (1, size), stride=1)
+    return -F.max_pool2d(F.pad(rows, (0, 0, before, after), value=float("-inf")), (size, 1), stride=1)
 
 
 def gaussian_blur(mask: torch.Tensor, ksize: int) -> torch.Tensor:
@@ -91,15 +111,43 @@ def upload(image: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor.to(device)
 
 
+def crop_region(matrix: np.ndarray, size: int, frame_hw: Tuple[int, int], margin: int = 2) -> Tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the part of a (H, W) frame that a ``size`` crop by ``matrix`` (frame -> crop)
+    reads, clipped to the frame. ``margin`` covers the bilinear taps beyond the crop's corners, so
+    sampling the region gives the same pixels as sampling the frame (outside the frame: the border)."""
+    inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
+    corners = np.array([[-0.5, -0.5, 1], [size - 0.5, -0.5, 1], [size - 0.5, size - 0.5, 1], [-0.5, size - 0.5, 1]])
+    points = corners @ inverse.T
+    height, width = frame_hw
+    x0, y0 = np.maximum(np.floor(points.min(0)).astype(int) - margin, 0)
+    x1, y1 = np.minimum(np.ceil(points.max(0)).astype(int) + margin + 1, [width, height])
+    return int(x0), int(y0), int(max(x1, x0)), int(max(y1, y0))
+
+
 def crop_faces(frames: Sequence[torch.Tensor], matrices: Sequence[np.ndarray], size: int) -> torch.Tensor:
     """T (H, W, 3) uint8 frames on the device and their (2, 3) frame -> crop maps -> (T, size, size, 3) uint8.
 
-    keep.face.align.warp_face for a whole window in one ``grid_sample``."""
-    x = torch.stack(list(frames)).permute(0, 3, 1, 2).float()
-    ones = torch.ones_like(x[:, :1])
-    warped = warp_affine(torch.cat([x, ones], dim=1), matrices, (size, size))
+    keep.face.align.warp_face for a whole window in one ``grid_sample``. Only the region around each
+    face (:func:`crop_region`) is converted to float, not the whole frame: a 20-frame window of 4K
+    frames as float32 would be 2.6 GB per track (issue 21 item 5); regions are zero-padded to one size,
+    and the zeros are read only where the crop leaves the frame, as the frame's own zero padding."""
+    regions = [crop_region(m, size, tuple(f.shape[:2])) for m, f in zip(matrices, frames)]
+    height = max(1, max(y1 - y0 for _, y0, _, y1 in regions))
+    width = max(1, max(x1 - x0 for x0, _, x1, _ in regions))
+    device = frames[0].device
+    # channels: RGB and a ones channel that marks the frame's pixels (the border's weight is 1 - coverage)
+    x = torch.zeros((len(frames), 4, height, width), dtype=torch.float32, device=device)
+    shifted = []
+    for i, (frame, matrix, (x0, y0, x1, y1)) in enumerate(zip(frames, matrices, regions)):
+        if x1 > x0 and y1 > y0:
+            x[i, :3, :y1 - y0, :x1 - x0] = frame[y0:y1, x0:x1].permute(2, 0, 1)
+            x[i, 3, :y1 - y0, :x1 - x0] = 1.0
+        moved = np.array(matrix, np.float64)
+        moved[:, 2] += moved[:, :2] @ np.array([x0, y0], np.float64)   # region pixel (u, v) = frame (u + x0, v + y0)
+        shifted.append(moved)
+    warped = warp_affine(x, shifted, (size, size))
     coverage = warped[:, 3:]
-    border = torch.tensor(BORDER_RGB, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    border = torch.tensor(BORDER_RGB, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     # OpenCV's constant border = bilinear taps outside the frame read the border colour
     crops = warped[:, :3] + (1.0 - coverage) * border
     return crops.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
@@ -179,5 +227,5 @@ class DevicePaster:
         region.add_(mask * colour)
 
 
-__all__ = ["DevicePaster", "crop_faces", "erode", "gaussian_blur", "gray_face", "sampling_theta", "to_uint8",
-           "upload", "warp_affine"]
+__all__ = ["DEVICE_PATH_ENV", "DevicePaster", "device_path_forced", "crop_faces", "crop_region", "erode",
+           "gaussian_blur", "gray_face", "sampling_theta", "to_uint8", "upload", "warp_affine"]

@@ -24,6 +24,7 @@ class RestoreOptions:
     mask: str = "auto"                    # "auto" (parsing if its weights are present), "parse", "square"
     draw_box: bool = False
     fps: Optional[Fraction] = None        # override the output rate (drops the audio of a video input)
+    stream: Optional[int] = None          # container index of the video stream (None: the one with most frames)
     device: str = "auto"                  # "auto", "cuda", "mps", "cpu"
     precision: str = "fp32"               # "fp32", "fp32-strict" (TF32 off), "fp16", "bf16" (autocast, GPU only)
     sigma: float = 5.0                    # landmark smoothing (paper: sigma 5, radius 20)
@@ -36,3 +37,6 @@ class RestoreOptions:
     crf: int = 18                         # x264 quality of the written videos
     progress: bool = True
     overlap: Optional[bool] = None        # decode, network, paste-back + encode in threads; None = on a GPU only
+    max_batch: Optional[int] = None       # faces per network call (None: from the device's free memory)
+    device_path: str = "auto"             # internal (CI): "force" runs the GPU code path on any device (see
+                                          # keep/restore/device_geometry.py: device_path_forced)

@@ -41,14 +41,17 @@ from keep.face.tracking import FaceTracker
 from keep.io.errors import InputError
 from keep.io.images import write_image
 from keep.io.source import Frame, SourceInfo, open_source
-from keep.io.writer import VideoWriter
+from keep.io.writer import VideoWriter, needs_deep_output
 from keep.restore import device_geometry
-from keep.restore.batching import BatchRestorer, Crop
+from keep.restore.batching import BatchRestorer, Crop, default_max_batch
 from keep.restore.options import RestoreOptions
 from keep.restore.progress import RunProgress, default_window
 from keep.restore.restorer import resolve_device
 from keep.restore.stages import Stage, StageError, prefetch
 from keep.weights import WeightsNotFoundError
+
+
+HOST_QUEUE_BYTES = 2 ** 30   # frames waiting between the stages (paste-back queue, decoded ahead), at most
 
 
 @dataclass
@@ -131,9 +134,16 @@ class VideoRestorer:
         if options.fps is not None and options.fps <= 0:
             raise ValueError(f"--fps must be positive, got {options.fps}")
         self.net = net if net is not None else load_model(options.weights, device=self.device)
+        # CI forces the GPU code path on CPU tensors (device_geometry.device_path_forced)
+        self.forced_device_path = device_geometry.device_path_forced(options.device_path)
+        max_batch = options.max_batch or default_max_batch(self.device, int(self.net.img_size), options.window)
         self.restorer = BatchRestorer(self.net, self.device, options.precision, options.reset_state_per_window,
-                                      propagate=not options.image_baseline)
+                                      propagate=not options.image_baseline, cpu_autocast=self.forced_device_path,
+                                      max_batch=max_batch)
         self.notes: List[str] = []
+        if options.all_faces:
+            self.notes.append(f"at most {max_batch} faces per network call"
+                              f"{' (--max-batch)' if options.max_batch else ' (from free memory; --max-batch)'}")
         self.detector: Optional[FaceDetector] = None
         self.paster: Optional[FacePaster] = None
         self.upsampler = None
@@ -145,8 +155,8 @@ class VideoRestorer:
                                                  half=options.precision == "fp16")
         # crops and paste-back where the network runs, when it is not the CPU (there OpenCV is faster);
         # Real-ESRGAN on the face and the drawn box stay on the OpenCV path
-        self.device_geometry = (self.device.type != "cpu" and not options.aligned and not options.face_upsample
-                                and not options.draw_box)
+        self.device_geometry = ((self.device.type != "cpu" or self.forced_device_path) and not options.aligned
+                                and not options.face_upsample and not options.draw_box)
         self.device_paster: Optional[device_geometry.DevicePaster] = None
         if not options.aligned:
             self.detector = make_detector(options.detector, self.device)
@@ -179,7 +189,7 @@ class VideoRestorer:
         summary and the header's frame count (None if unknown); an exception it raises stops the run
         and deletes the partial videos (how ``keep demo`` shows progress and cancels). ``extras_dir``: where
         --save-faces and friends write (default ``<output_dir>/<name>``; keep restore stages them)."""
-        source = open_source(path, self.options.fps)
+        source = open_source(path, self.options.fps, self.options.stream)
         source.info.name = name or source.info.name   # a batch may rename (x.mp4 + x.mkv)
         try:
             run = _Run(self, source)
@@ -238,8 +248,10 @@ class _Run:
                 self.summary.notes.append("audio not copied: --fps changes the video's timing")
                 audio = None
         self.retime = o.fps is not None and info.kind == "video"
+        deep = needs_deep_output(info.bit_depth, info.color)   # 10-bit out for >8-bit or HDR in
         self.writer = VideoWriter(out, self.out_w, self.out_h, fps, time_base, audio_from=audio, crf=o.crf,
-                                  color=info.color)
+                                  color=info.color, deep=deep)
+        self.summary.notes.append(f"output: {self.writer.description}")
         if self.writer.padded:
             self.summary.notes.append(f"odd size {self.out_w}x{self.out_h}: padded by one pixel to even "
                                       f"(H.264 yuv420p needs even sizes)")
@@ -247,7 +259,7 @@ class _Run:
             self.summary.notes.append(f"audio: {self.writer.audio.description}")
         if o.compare:
             self.compare = VideoWriter(compare_path, 2 * self.out_w, self.out_h, fps, time_base, audio_from=audio,
-                                       crf=o.crf, color=info.color)
+                                       crf=o.crf, color=info.color, deep=deep)
 
     # ------------------------------------------------------------------ main loop
     def execute(self) -> RunSummary:
@@ -256,15 +268,19 @@ class _Run:
         # On the CPU the network already uses every core: stage threads beside it only oversubscribe
         # them (measured: 0.149 vs 0.188 frames/s with the real network, 2 cores), so "auto" overlaps
         # only when the network runs on a GPU.
-        threaded = o.overlap if o.overlap is not None else self.owner.device.type != "cpu"
+        threaded = o.overlap if o.overlap is not None else (self.owner.device.type != "cpu"
+                                                            or self.owner.forced_device_path)
         self.on_device = self.owner.device_geometry
         self.progress = RunProgress(self.owner.net, self.info.name, self.info.frame_count, o.progress,
                                     lambda: self.summary.detections / max(self.seen, 1) if o.all_faces else 1.0)
         # Bounded hand-overs: one window running and one queued in the network, two windows of frames
         # waiting for paste-back, a few frames decoded ahead.
         self.network = Stage("network", self._run_job, maxsize=2, threaded=threaded, discard=self._cancel_job)
-        self.emitter = Stage("paste-back and encoding", self._emit, maxsize=2 * o.window, threaded=threaded)
-        frames = prefetch(_owned(self.source) if threaded else self.source, size=8, threaded=threaded)
+        # ... bounded in bytes too (HOST_QUEUE_BYTES): at 8K two windows of frames would be gigabytes
+        frame_bytes = self.info.width * self.info.height * 3 * (2 if self.info.bit_depth > 8 else 1)
+        queued = int(max(2, min(2 * o.window, HOST_QUEUE_BYTES // max(frame_bytes, 1))))
+        self.emitter = Stage("paste-back and encoding", self._emit, maxsize=queued, threaded=threaded)
+        frames = prefetch(_owned(self.source) if threaded else self.source, size=min(8, queued), threaded=threaded)
         try:
             self._open_writers()   # inside: if the compare file cannot be made, the main one goes too
             for frame in frames:
@@ -461,9 +477,12 @@ class _Run:
             self.buffer.popleft()
             self.emitter.put(slot)
 
-    def _background(self, image: np.ndarray) -> np.ndarray:
+    def _background(self, frame: Frame) -> np.ndarray:
+        """The canvas: the frame as float32 in 0..255 units (a >8-bit frame's levels kept as fractions)."""
         scale = self.o.upscale
+        image = frame.image if frame.deep is None else frame.deep.astype(np.float32) / 257.0
         if self.owner.upsampler is not None and self.o.bg_upsampler:
+            image = frame.image   # Real-ESRGAN works on 8 bits
             up = self.owner.upsampler.enhance(image)
             return cv2.resize(up, (self.out_w, self.out_h), interpolation=cv2.INTER_LANCZOS4).astype(np.float32)
         if scale == 1:
@@ -472,7 +491,7 @@ class _Run:
 
     def _compose(self, slot: _Slot, gray: bool) -> np.ndarray:
         """The output frame: restored faces pasted into the background (OpenCV)."""
-        canvas = self._background(slot.frame.image)
+        canvas = self._background(slot.frame)
         for tid in sorted(slot.faces):
             restored = slot.faces[tid].restored
             if gray:
@@ -484,19 +503,21 @@ class _Run:
                 face = cv2.resize(self.owner.upsampler.enhance(restored), (side, side),
                                   interpolation=cv2.INTER_LANCZOS4)
             self.owner.paster.paste(canvas, face, slot.faces[tid].matrix, face_512)
-        return to_uint8(canvas)
+        return to_uint8(canvas) if slot.frame.deep is None else _to_uint16(canvas)
 
     def _compose_on_device(self, slot: _Slot, gray: bool) -> np.ndarray:
         """:meth:`_compose` with device tensors (keep/restore/device_geometry.py); one download per frame."""
-        if self.o.upscale == 1 and not self.o.bg_upsampler:
+        if self.o.upscale == 1 and not self.o.bg_upsampler and slot.frame.deep is None:
             canvas = self._on_device(slot).float()
         else:
-            canvas = device_geometry.upload(self._background(slot.frame.image), self.owner.device)
+            canvas = device_geometry.upload(self._background(slot.frame), self.owner.device)
         for tid in sorted(slot.faces):
             restored = slot.faces[tid].restored
             if gray:
                 restored = device_geometry.gray_face(restored)
             self.owner.device_paster.paste(canvas, restored, slot.faces[tid].matrix)
+        if slot.frame.deep is not None:
+            return _to_uint16(canvas.cpu().numpy())
         return device_geometry.to_uint8(canvas).cpu().numpy()
 
     def _emit(self, slot: _Slot) -> None:
@@ -516,7 +537,7 @@ class _Run:
                 output = self._compose_on_device(slot, gray)
             else:
                 output = self._compose(slot, gray)
-            reference = frame.image
+            reference = frame.image if frame.deep is None else frame.deep
             if self.o.upscale > 1:
                 reference = cv2.resize(reference, (self.out_w, self.out_h), interpolation=cv2.INTER_LINEAR)
             self.summary.frames_without_face += not slot.faces
@@ -543,7 +564,13 @@ def _owned(frames):
     """Frames with their own pixels: a decoder's array may view a buffer it reuses once it runs ahead."""
     for frame in frames:
         frame.image = frame.image.copy()
+        frame.deep = None if frame.deep is None else frame.deep.copy()
         yield frame
+
+
+def _to_uint16(canvas: np.ndarray) -> np.ndarray:
+    """A canvas in 0..255 units -> uint16 full scale (x 257): unchanged pixels get their input levels back."""
+    return np.clip(np.rint(canvas * 257.0), 0, 65535).astype(np.uint16)
 
 
 def _numpy(image: Crop) -> np.ndarray:

@@ -44,8 +44,9 @@ class FaceRestorer:
     """
 
     def __init__(self, net: torch.nn.Module, device: torch.device, precision: str = "fp32",
-                 reset_state: bool = False, propagate: bool = True):
-        if precision in ("fp16", "bf16") and device.type == "cpu":
+                 reset_state: bool = False, propagate: bool = True, cpu_autocast: bool = False):
+        # ``cpu_autocast``: allow fp16/bf16 autocast on the CPU (the forced GPU code path of CI only)
+        if precision in ("fp16", "bf16") and device.type == "cpu" and not cpu_autocast:
             raise ValueError(f"--{precision} needs a GPU (autocast on CUDA/MPS); on CPU run in fp32")
         # once, here, before the pipeline starts its threads: never flipped while they run (keep.precision)
         configure_cuda_precision(precision, device)

@@ -1,0 +1,122 @@
+"""High bit depth and HDR through `keep restore` (keep/io/source.py, keep/io/writer.py, keep/io/hdr.py).
+
+A 10-bit PQ clip (BT.2020, SMPTE ST 2084 tags) with a smooth ramp of about 54 luma levels above a real
+face: the output must be 10-bit with the same tags, and the ramp (far from the face, untouched by the
+paste-back) must keep its levels. The earlier writer made it 8-bit under the same tags: 14 levels.
+Without a 10-bit encoder the output is SDR BT.709, 8 bits, and the summary says so.
+"""
+import av
+import numpy as np
+import pytest
+
+from keep.cli import main
+from keep.io import writer as writer_module
+from keep.io.hdr import hdr_to_sdr, pq_to_nits
+from keep.io.source import open_source
+
+from shared_material import VIDEOS
+from test_restore import frames_of
+from tiny_models import random_tiny_checkpoint
+
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.skipif(not (VIDEOS / "real_1.mp4").is_file(), reason=f"shared videos absent: {VIDEOS}")]
+BAND = 64          # rows of ramp above the face
+PQ_TAGS = {"colorspace": 9, "color_primaries": 9, "color_trc": 16}
+
+
+def _y_plane(frame):
+    """Luma of a yuv420p10le (uint16) or yuv420p (uint8) frame as integers."""
+    plane = frame.planes[0]
+    dtype = np.uint16 if frame.format.name.endswith("10le") else np.uint8
+    width = plane.line_size // np.dtype(dtype).itemsize
+    return np.frombuffer(plane, dtype).reshape(-1, width)[:frame.height, :frame.width].astype(int)
+
+
+def _decode(path):
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        context = stream.codec_context
+        tags = {k: int(getattr(context, k)) for k in PQ_TAGS}
+        return context.pix_fmt, tags, [_y_plane(f) for f in container.decode(stream)]
+
+
+@pytest.fixture(scope="module")
+def pq_clip(tmp_path_factory):
+    faces = frames_of("real_1.mp4", 3, start=40)
+    h, w = faces[0].shape[:2]
+    ramp = np.linspace(24000, 27500, w)               # about 54 ten-bit levels across the width
+    path = tmp_path_factory.mktemp("hdr") / "pq.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=20)
+        stream.width, stream.height, stream.pix_fmt = w, h + BAND, "yuv420p10le"
+        stream.options = {"crf": "4"}
+        for key, value in PQ_TAGS.items():
+            setattr(stream.codec_context, key, value)
+        for i, face in enumerate(faces):
+            image = np.empty((h + BAND, w, 3), np.uint16)
+            image[:BAND] = np.round(ramp)[None, :, None].astype(np.uint16)
+            image[BAND:] = face.astype(np.uint16) * 257
+            frame = av.VideoFrame.from_ndarray(image, format="rgb48le").reformat(format="yuv420p10le",
+                                                                                  dst_colorspace=9)
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return random_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "tiny.pth", 128)
+
+
+def _restore(clip, out, weights, capsys):
+    code = main(["restore", str(clip), "-o", str(out), "--weights", str(weights), "--detector", "dlib",
+                 "--no-progress", "--device", "cpu", "--mask", "square", "--window", "3"])
+    return code, capsys.readouterr().out
+
+
+def _levels(plane):
+    """Distinct luma levels along the ramp (the band's middle row, away from the chroma edge below it)."""
+    return len(np.unique(plane[BAND // 2]))
+
+
+@pytest.mark.parametrize("path", ["opencv", "device"])
+def test_ten_bit_pq_round_trip_keeps_depth_tags_and_levels(tmp_path, pq_clip, weights, capsys, monkeypatch, path):
+    if path == "device":   # the GPU compose path, on CPU tensors (tests/test_device_path.py)
+        monkeypatch.setenv("KEEP_DEVICE_PATH", "force")
+    with open_source(pq_clip) as source:
+        assert source.info.bit_depth == 10
+        frame = next(iter(source))
+        assert frame.deep.dtype == np.uint16 and frame.image.dtype == np.uint8
+    _, _, before = _decode(pq_clip)
+    assert _levels(before[0]) >= 45
+    code, summary = _restore(pq_clip, tmp_path / "out", weights, capsys)
+    assert code == 0
+    assert "output: 10-bit H.264 High 10 (yuv420p10le), HDR tags of the input kept (PQ" in summary
+    assert "1 track" in summary
+    pix_fmt, tags, after = _decode(tmp_path / "out" / "pq.mp4")
+    assert pix_fmt == "yuv420p10le" and tags == PQ_TAGS and len(after) == 3
+    for a, b in zip(before, after):
+        assert _levels(b) >= _levels(a) - 2                       # 8 bits would leave about a quarter
+        # the untouched band, up to the codec (its 16-row blocks next to the face row excluded)
+        assert np.abs(a[:BAND - 16] - b[:BAND - 16]).max() <= 2
+        assert np.abs(a - b).mean() > 0.5                         # and a face was pasted below it
+
+
+def test_without_a_ten_bit_encoder_hdr_becomes_sdr_and_says_so(tmp_path, pq_clip, weights, capsys, monkeypatch):
+    monkeypatch.setattr(writer_module, "deep_encoder", lambda: None)
+    code, summary = _restore(pq_clip, tmp_path / "out", weights, capsys)
+    assert code == 0 and "converted to SDR BT.709" in summary and "output: 8-bit H.264" in summary
+    pix_fmt, tags, after = _decode(tmp_path / "out" / "pq.mp4")
+    assert pix_fmt == "yuv420p" and tags == {"colorspace": 1, "color_primaries": 1, "color_trc": 1}
+
+
+def test_pq_to_sdr_reference_points():
+    # ST 2084: signal 0.5081 is 100 cd/m2, 1.0 is 10000 cd/m2
+    assert abs(pq_to_nits(np.array(0.50807842)) - 100) < 0.1 and abs(pq_to_nits(np.array(1.0)) - 10000) < 1e-3
+    gray = np.array([[[0.0, 0.0, 0.0], [0.58, 0.58, 0.58], [1.0, 1.0, 1.0]]]) * 65535
+    sdr = hdr_to_sdr(gray.astype(np.uint16), 16)
+    assert sdr[0, 0].tolist() == [0, 0, 0] and sdr[0, 2].tolist() == [255, 255, 255]
+    assert (np.diff(sdr[0, :, 0].astype(int)) > 0).all() and sdr[0, 1, 0] == sdr[0, 1, 1] == sdr[0, 1, 2]
