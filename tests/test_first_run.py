@@ -85,7 +85,7 @@ def test_missing_detector_weights_stop_the_run_before_the_network_loads(tmp_path
     assert status == 1 and loads == []
     assert "Traceback" not in err and err.count("error:") == 1
     item = WEIGHTS["retinaface-resnet50"]
-    assert "1 file(s) this run needs are missing; nothing was loaded" in err
+    assert "1 file(s) this run needs are missing or unusable; nothing was loaded" in err
     assert "retinaface-resnet50 (--detector retinaface (the default))" in err
     assert item.url in err and str(item.path(empty_weights)) in err     # where from, where to
     assert "--detector dlib" in err                                     # the offline way, in the same message
@@ -98,7 +98,7 @@ def test_every_missing_file_is_in_one_message(tmp_path, clip, empty_weights, off
     status, err = restore(capsys, clip, tmp_path / "out", "--weights", "keep-v1", "--mask", "parse",
                           "--bg-upsampler", "realesrgan")
     assert status == 1 and loads == [] and err.count("error:") == 1
-    assert "4 file(s) this run needs are missing" in err
+    assert "4 file(s) this run needs are missing or unusable" in err
     for name in ("keep-v1", "retinaface-resnet50", "parsenet", "realesrgan-x2"):
         assert f"  - {name} (" in err and WEIGHTS[name].filename in err
     assert sorted(offline) == sorted(WEIGHTS[n].url for n in ("keep-v1", "retinaface-resnet50", "parsenet",
@@ -111,7 +111,7 @@ def test_a_run_that_cannot_start_downloads_nothing(tmp_path, clip, empty_weights
     for weights, fragment in (("keep-v1-asian", "is not published"), (tmp_path / "nope.pth", "checkpoint not found")):
         status, err = restore(capsys, clip, tmp_path / "out", "--weights", weights)
         assert status == 1 and loads == [] and offline == []
-        assert "2 file(s) this run needs are missing" in err and fragment in err
+        assert "2 file(s) this run needs are missing or unusable" in err and fragment in err
         assert "retinaface-resnet50" in err and "--detector dlib" in err
 
 

@@ -211,6 +211,15 @@ def check_model_files(options, download: bool = True) -> None:
     if weights not in WEIGHTS and not Path(weights).is_file():
         problems.append(f"--weights {weights}: checkpoint not found (give a checkpoint path or a registry name: "
                         f"`keep download --list`)")
+    elif Path(weights).is_file():
+        # structure only (keep/torch_file.py): an empty file, an HTML page or an inflating zip is named
+        # here, with everything else that is missing, instead of after the other models have loaded
+        from keep.checkpoint import CheckpointError
+        from keep.torch_file import inspect_torch_file
+        try:
+            inspect_torch_file(weights)
+        except CheckpointError as err:
+            problems.append(f"--weights: {err}")
     if options.detector == "dlib" and not options.aligned:
         problem = dlib_models_problem()
         if problem:
@@ -237,7 +246,7 @@ def check_model_files(options, download: bool = True) -> None:
     problems += [f"{need.name} ({need.why}): {err}" for need, err in missing]
     if not problems:
         return
-    lines = [f"{len(problems)} file(s) this run needs are missing; nothing was loaded:"]
+    lines = [f"{len(problems)} file(s) this run needs are missing or unusable; nothing was loaded:"]
     lines += [f"  - {problem}" for problem in problems]
     if any(need.name == "retinaface-resnet50" for need, _ in missing):
         lines.append("  or detect faces with --detector dlib instead: its models come from PyPI (installed with "
