@@ -163,7 +163,7 @@ class ShotDetector:
         if self._feats[t].blank or self._feats[t - 1].blank:
             return False   # into or out of black / white: a fade's middle, or a flash; the gradual test decides
         recent = [self._d[k] for k in range(max(1, t - self.s.history), t) if k in self._d]
-        if d < self.s.hard or (recent and d < self.s.ratio * float(np.median(recent))):
+        if d < self.s.hard or (recent and d < self.s.ratio * sorted(recent)[len(recent) // 2]):
             return False
         a, b = self._feats[t - 1], self._feats[t]
         tolerance = self.s.blend * float(np.sqrt(np.mean((a.pixels - b.pixels) ** 2)))
