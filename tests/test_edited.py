@@ -171,3 +171,10 @@ def test_faces_under_min_face_are_left_alone_and_counted():
     events += tracks.finish()
     assert tracks.small_faces == 3 and tracks.tracks_started == 1
     assert {e.track for e in events if isinstance(e, FaceReady)} == {0}
+
+
+def test_restore_says_when_every_face_is_under_min_face(tmp_path, tiny_weights, two_shots):
+    from keep.io.errors import InputError
+    with pytest.raises(InputError, match="every face found is smaller than --min-face 10000 px"):
+        _restore(tmp_path, tiny_weights, two_shots[0][:2], "tiny_faces", min_face=10000.0)
+    assert not (tmp_path / "out" / "tiny_faces.mp4").exists()

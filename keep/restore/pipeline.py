@@ -295,6 +295,10 @@ class _Run:
             self.emitter.close()
             if self.summary.frames == 0:
                 raise InputError(f"{self.info.path}: no frames could be decoded")
+            if not self.o.aligned and self.summary.tracks == 0 and self.summary.small_faces:
+                raise InputError(f"{self.info.path}: every face found is smaller than --min-face "
+                                 f"{self.o.min_face:g} px ({self.summary.small_faces} faces); lower --min-face "
+                                 f"(0 restores every face found)")
             if not self.o.aligned and self.summary.tracks == 0:
                 raise InputError(f"{self.info.path}: no face found in any of its {self.summary.frames} frames; "
                                  f"try --detector retinaface (dlib misses small and turned faces), or "
