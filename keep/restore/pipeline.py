@@ -1,9 +1,12 @@
 """Streaming restoration of one input: decode -> detect -> track -> smooth -> restore -> paste -> encode.
 
-Frames wait in a buffer only until every track that may cover them has its smoothed landmarks
-(look-ahead: ``max_gap`` for gap filling + the smoothing radius) and its window has been through
-the network, so memory is bounded by ``max_gap + radius + window`` frames, not by the video's
-length (the release decodes the whole video and stacks every crop on the GPU).
+Faces come from the one face pipeline, :class:`keep.face.tracks.FaceTracks` (tracking, gap filling,
+smoothing, alignment), fed with shot boundaries (:class:`keep.face.shots.Shots`): a boundary ends
+every track, so each shot is restored as if alone. Frames wait in a buffer only until every track
+that may cover them has its smoothed landmarks (look-ahead: ``max_gap`` for gap filling + the
+smoothing radius) and its window has been through the network, so memory is bounded by
+``max_gap + radius + window`` frames plus the shot detector's look-ahead (22-32 frames), not by the
+video's length (the release decodes the whole video and stacks every crop on the GPU).
 
 Overlap (keep/restore/stages.py): decoding runs in a thread a few frames ahead, the network in a
 second thread, paste-back + encoding in a third; the main thread detects, tracks, smooths and
@@ -33,7 +36,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from keep.face.align import FACE_SIZE, align_matrix, crop_matrix, warp_face
+from keep.face.align import FACE_SIZE, crop_matrix, warp_face
 from keep.face.detect import FaceDetector, make_detector
 from keep.face.paste import FacePaster, gray_face, to_uint8
 from keep.face.shots import Shots
