@@ -178,3 +178,17 @@ def test_restore_says_when_every_face_is_under_min_face(tmp_path, tiny_weights, 
     with pytest.raises(InputError, match="every face found is smaller than --min-face 10000 px"):
         _restore(tmp_path, tiny_weights, two_shots[0][:2], "tiny_faces", min_face=10000.0)
     assert not (tmp_path / "out" / "tiny_faces.mp4").exists()
+
+
+def test_a_bad_cut_list_is_a_one_line_error(tmp_path, capsys):
+    from keep.cli import main
+    bad = tmp_path / "cuts.txt"
+    bad.write_text("12\n1:30\n")
+    for value, message in ((str(tmp_path / "missing.txt"), "is neither auto, off nor a cut-list file"),
+                           (str(bad), "cuts.txt:2: '1:30' is not a frame number")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["restore", str(tmp_path), "-o", str(tmp_path / "out"), "--shots", value])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
