@@ -191,3 +191,35 @@ def test_a_bad_cut_list_is_a_one_line_error(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_face_tracks_equal_interp_and_scipy_per_shot():
+    """keep/face/tracks.py against an independent reference, shot by shot: np.interp over the detected
+    frames (gaps, and the shot's start and end held) then scipy's gaussian_filter1d; nothing crosses
+    the cut at frame 20 (shot 2's face is first seen at 22 and held back to 20)."""
+    from scipy.ndimage import gaussian_filter1d
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)   # the same picture: the face never leaves
+    base = FFHQ_TEMPLATE_512 * 0.25 + [100, 50]
+    walk = np.cumsum(rng.normal(0, 1.5, (40, 5, 2)), axis=0) + base
+    walk[20:] += 15                                                # the next shot's face, a little apart
+    detected = [t for t in range(40) if t not in (5, 6, 7, 20, 21, 28, 29, 39)]
+    tracks = FaceTracks(sigma=2.0, max_gap=5, min_face=0)
+    events = []
+    for t in range(40):
+        dets = []
+        if t in detected:
+            box = np.array([*walk[t].min(0) - 20, *walk[t].max(0) + 20])
+            dets = [Detection(box, walk[t].copy(), 1.0)]
+        events += tracks.push(t, image, dets, cut=t == 20)
+    events += tracks.finish()
+    got = {e.frame: (e.track, e.landmarks) for e in events if isinstance(e, FaceReady)}
+    assert sorted(got) == list(range(40))
+    assert {got[t][0] for t in range(20)} != {got[t][0] for t in range(20, 40)}   # two tracks
+    for first, last in ((0, 20), (20, 40)):
+        frames = [t for t in detected if first <= t < last]
+        points = np.stack([walk[t] for t in frames]).reshape(len(frames), -1)
+        filled = np.stack([np.interp(np.arange(first, last), frames, points[:, k]) for k in range(10)], axis=1)
+        smooth = gaussian_filter1d(filled, sigma=2.0, axis=0, mode="reflect", truncate=4.0)
+        for t in range(first, last):
+            np.testing.assert_allclose(got[t][1].reshape(-1), smooth[t - first], atol=1e-9)
