@@ -1,12 +1,14 @@
 """A cut inside a video vs the same shots restored alone: how far the crops and restored faces differ.
 
-60 frames of real_1 then 60 of real_2 (faces at about the same place), a frame folder (lossless),
-dlib, a tiny random network at 128 px (what is measured is alignment and state, not the look).
+``two``: 60 frames of real_1 then 60 of real_2 (faces at about the same place); ``every30``: four
+shots of 30 frames, real_1 and real_2 in turn, the second person 143 px to the right (a 505 px wide
+frame, edges stretched). A frame folder (lossless), dlib, a tiny random network at 128 px (what is
+measured is alignment and state, not the look).
 Each shot is also restored alone; per frame, the mean absolute difference (0-255) of the aligned
 crop and of the restored face against the shot alone. Run it on any checkout (the figures of
 docs/restore.md, "Edited footage", come from the commit before shot boundaries and from this one):
 
-    PYTHONPATH=$PWD python scripts/measure_cuts.py
+    PYTHONPATH=$PWD python scripts/measure_cuts.py [two|every30]
 """
 import sys
 import tempfile
@@ -43,24 +45,36 @@ def restore(work: Path, weights: Path, frames: np.ndarray, name: str):
     return summary, faces
 
 
+def shots(pattern: str):
+    """[(first frame, frames)] of the clip."""
+    a = read_frames(VIDEOS / "real_1.mp4", max_frames=2 * SHOT)[:, :, 13:375]
+    b = read_frames(VIDEOS / "real_2.mp4", max_frames=2 * SHOT)
+    if pattern == "two":
+        return [(0, a[:SHOT]), (SHOT, b[:SHOT])]
+    pad = 143
+    left = np.pad(a, ((0, 0), (0, 0), (0, pad), (0, 0)), mode="edge")
+    right = np.pad(b, ((0, 0), (0, 0), (pad, 0), (0, 0)), mode="edge")
+    return [(k * 30, (left if k % 2 == 0 else right)[k * 30:(k + 1) * 30]) for k in range(4)]
+
+
 def main() -> None:
     torch.set_num_threads(1)
-    a = read_frames(VIDEOS / "real_1.mp4", max_frames=SHOT)[:, :, 13:375]
-    b = read_frames(VIDEOS / "real_2.mp4", max_frames=SHOT)
+    parts = shots(sys.argv[1] if len(sys.argv) > 1 else "two")
+    total = sum(len(frames) for _, frames in parts)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         weights = random_tiny_checkpoint(work / "tiny.pth", 128)
-        summary, whole = restore(work, weights, np.concatenate([a, b]), "whole")
+        summary, whole = restore(work, weights, np.concatenate([frames for _, frames in parts]), "whole")
         alone = {}
-        for offset, frames, name in ((0, a, "first"), (SHOT, b, "second")):
-            _, faces = restore(work, weights, frames, name)
+        for k, (offset, frames) in enumerate(parts):
+            _, faces = restore(work, weights, frames, f"shot{k}")
             for kind, found in faces.items():
                 for t, face in found.items():
                     alone.setdefault(kind, {})[offset + t] = face
     print(summary.describe(aligned=False))
     for kind in ("cropped_faces", "restored_faces"):
         diffs = []
-        for t in range(2 * SHOT):
+        for t in range(total):
             if t in whole.get(kind, {}) and t in alone.get(kind, {}):
                 diffs.append(float(np.abs(whole[kind][t] - alone[kind][t]).mean()))
             elif (t in whole.get(kind, {})) != (t in alone.get(kind, {})):
@@ -69,10 +83,10 @@ def main() -> None:
                 diffs.append(0.0)
         diffs = np.array(diffs)
         finite = diffs[np.isfinite(diffs)]
-        print(f"{kind}: frames differing {int((diffs > 0).sum())} / {2 * SHOT} "
+        print(f"{kind}: frames differing {int((diffs > 0).sum())} / {total} "
               f"(face missing in one: {int(np.isinf(diffs).sum())}), "
               f"max mean abs difference {finite.max() if finite.size else 0:.1f}, "
-              f"frames {[t for t in range(2 * SHOT) if diffs[t] > 0][:3]}...")
+              f"frames {[t for t in range(total) if diffs[t] > 0][:3]}...")
 
 
 if __name__ == "__main__":
