@@ -282,7 +282,10 @@ def test_a_track_starting_mid_window_is_cut_at_the_common_grid(tmp_path, tiny_we
     frames = [np.concatenate([l, r if k >= 3 else np.full_like(r, 128)], axis=1)
               for k, (l, r) in enumerate(zip(left, right))]
     clip = write_sample_clip(frames, tmp_path / "late.mp4", tone_hz=None)
-    restorer = VideoRestorer(options(tmp_path / "out", tiny_weights, all_faces=True, window=4, max_gap=2))
+    # half the picture switching from grey to a face at once is a cut to keep.face.shots: off here, where
+    # one shot is meant
+    restorer = VideoRestorer(options(tmp_path / "out", tiny_weights, all_faces=True, window=4, max_gap=2,
+                                     shots="off"))
     calls = []
     slow_network(restorer, calls)
     summary = restorer.run(clip)

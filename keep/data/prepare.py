@@ -2,15 +2,13 @@
 
 Per input video, two passes over its frames (nothing but landmarks is kept between them):
 
-1. **detect and track** with the restore pipeline's own parts (:mod:`keep.face`): a detector
-   (``dlib`` offline, ``retinaface``), :class:`~keep.face.tracking.FaceTracker` (every face, by box
-   overlap), and a shot-cut test (colour-histogram distance of consecutive frames): a cut ends every
-   track, so a track never spans two shots.
-2. Each track is split where it misses more than ``max_gap`` frames; the gaps inside are filled and
-   the landmarks smoothed over time exactly as restoration does (:class:`~keep.face.smoothing.GapFiller`,
-   :class:`~keep.face.smoothing.StreamingGaussian`, σ 5), and each frame is warped onto the FFHQ template
-   (:func:`~keep.face.align.align_matrix`, :func:`~keep.face.align.warp_face`), so training crops are
-   the crops inference sees.
+1. **detect and track** through restoration's own face pipeline, :class:`keep.face.tracks.FaceTracks`
+   (every face): a detector (``dlib`` offline, ``retinaface``), tracking by overlap and appearance,
+   shot boundaries (:mod:`keep.face.shots`: cuts, dissolves, fades; a boundary ends every track, so a
+   segment never spans two shots), gaps of up to ``max_gap`` frames filled only while the face is
+   still there, landmarks smoothed over time (σ 5), each frame aligned onto the FFHQ template. The
+   events it gives are the segments: training crops are exactly the crops inference sees.
+2. each frame of each segment is warped (:func:`~keep.face.align.warp_face`) into its folder.
 3. **filters** per segment: too short (``min_frames``), too small (the square the 512 crop covers in
    the source frame, median over the segment, under ``min_face`` pixels: the crop would be an
    up-scale), too blurry (median variance of the Laplacian of the crop's centre at 256 px under
@@ -43,8 +41,9 @@ from tqdm import tqdm
 
 from keep.face.align import FACE_SIZE, align_matrix, crop_matrix, warp_face
 from keep.face.detect import FaceDetector
-from keep.face.smoothing import GapFiller, StreamingGaussian
-from keep.face.tracking import FaceTracker
+from keep.face.shots import Shots
+from keep.face.smoothing import StreamingGaussian
+from keep.face.tracks import FaceReady, FaceTracks, TrackStarted, crop_side
 from keep.io import open_source
 from keep.io.outputs import FrameFolderWriter
 
@@ -59,7 +58,7 @@ class PrepareSettings:
     min_frames: int = 16             # shortest segment kept
     min_face: float = 128.0          # px: side of the square the crop covers in the source (median)
     min_sharpness: float = 10.0      # median variance of the Laplacian of the crop centre at 256 px
-    shot_threshold: float = 0.5      # Bhattacharyya distance of HSV histograms that marks a cut
+    shots: str = "auto"              # shot boundaries: "auto" (keep.face.shots) or "off"
     max_frames: Optional[int] = None
     val_fraction: float = 0.2        # videos whose name hashes below it go to val/
 
@@ -68,6 +67,7 @@ class PrepareSettings:
                   (self.sigma >= 0, f"sigma must be >= 0, got {self.sigma}"),
                   (self.max_gap >= 0, f"max_gap must be >= 0, got {self.max_gap}"),
                   (self.min_frames >= 1, f"min_frames must be >= 1, got {self.min_frames}"),
+                  (self.shots in ("auto", "off"), f"shots must be auto or off, got {self.shots!r}"),
                   (0 <= self.val_fraction < 1, f"val_fraction must lie in [0, 1), got {self.val_fraction}"),
                   (self.max_frames is None or self.max_frames >= 1, f"max_frames must be >= 1, got {self.max_frames}")]
         for ok, message in checks:
@@ -101,29 +101,6 @@ def video_split(name: str, fraction: float, val: Sequence[str] = ()) -> str:
     return "val" if position < fraction else "train"
 
 
-def _histogram(image: np.ndarray) -> np.ndarray:
-    small = cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA)
-    hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
-    hist = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256])
-    return cv2.normalize(hist, hist).flatten()
-
-
-class ShotDetector:
-    """A cut where the HSV histogram of a frame is far (Bhattacharyya distance) from the previous one's."""
-
-    def __init__(self, threshold: float):
-        self.threshold = threshold
-        self._last: Optional[np.ndarray] = None
-        self.shot = 0
-
-    def push(self, image: np.ndarray) -> bool:
-        hist = _histogram(image)
-        cut = self._last is not None and cv2.compareHist(self._last, hist, cv2.HISTCMP_BHATTACHARYYA) > self.threshold
-        self._last = hist
-        self.shot += cut
-        return cut
-
-
 def _smooth(points: np.ndarray, sigma: float) -> np.ndarray:
     if sigma <= 0:
         return points.copy()
@@ -132,62 +109,43 @@ def _smooth(points: np.ndarray, sigma: float) -> np.ndarray:
     return np.stack(out)
 
 
-def segments_from_detections(video: str, tracks: Dict[Tuple[int, int], Dict[int, np.ndarray]],
-                             max_gap: int, sigma: float) -> List[Segment]:
-    """{(shot, track id): {frame: (5, 2) landmarks}} -> segments: split at gaps over ``max_gap``, gaps
-    filled (:class:`GapFiller`, np.interp's rule) and smoothed (:class:`StreamingGaussian`)."""
-    segments = []
-    for (shot, track), found in sorted(tracks.items()):
-        frames = sorted(found)
-        pieces, piece = [], [frames[0]]
-        for a, b in zip(frames, frames[1:]):
-            if b - a - 1 > max_gap:
-                pieces.append(piece)
-                piece = []
-            piece.append(b)
-        pieces.append(piece)
-        for k, piece in enumerate(pieces):
-            filler = GapFiller(max_gap)
-            filled = []
-            for t in range(piece[0], piece[-1] + 1):
-                filled += filler.push(t, found.get(t))
-            filled += filler.finish()
-            points = np.stack([v for _, v in filled]).reshape(-1, 5, 2)
-            suffix = f"_{k}" if len(pieces) > 1 else ""
-            segments.append(Segment(f"{video}_s{shot:03d}_t{track:03d}{suffix}", shot, track, piece[0], points,
-                                    _smooth(points, sigma)))
-    return segments
-
-
-def crop_side(matrix: np.ndarray, size: int) -> float:
-    """Side, in source pixels, of the square a ``size`` crop with this (2, 3) matrix covers."""
-    return float(size / np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
-
-
 def sharpness(crop: np.ndarray) -> float:
     """Variance of the Laplacian of the central half (the face) of a 256 px aligned crop, gray."""
     gray = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
     return float(cv2.Laplacian(gray[64:192, 64:192].astype(np.float64), cv2.CV_64F).var())
 
 
-def detect_tracks(frames: Iterable[np.ndarray], detector: FaceDetector, settings: PrepareSettings,
-                  progress: Optional[tqdm] = None) -> Tuple[Dict[Tuple[int, int], Dict[int, np.ndarray]], int, int]:
-    """Pass 1: {(shot, track id): {frame: landmarks}}, the frame count and the number of shots."""
-    tracker = FaceTracker(all_faces=True)
-    shots = ShotDetector(settings.shot_threshold)
-    tracks: Dict[Tuple[int, int], Dict[int, np.ndarray]] = {}
+def detect_segments(video: str, frames: Iterable[np.ndarray], detector: FaceDetector, settings: PrepareSettings,
+                    progress: Optional[tqdm] = None) -> Tuple[List[Segment], int, int]:
+    """Pass 1: every face track of every shot (keep.face.tracks, the restore pipeline's), as segments;
+    the frame count and the number of shots."""
+    tracks = FaceTracks(all_faces=True, max_gap=settings.max_gap, sigma=settings.sigma, min_face=0.0,
+                        hold_back=False)
+    shots = Shots(settings.shots)
+    found: Dict[int, Tuple[int, List[FaceReady]]] = {}   # track id -> (shot, faces)
     count = 0
-    for t, image in enumerate(frames):
-        if shots.push(image):
-            for tid in tracker.active:
-                tracker.drop(tid)
-        h, w = image.shape[:2]
-        for tid, det in tracker.update(detector.detect(image), w, h).items():
-            tracks.setdefault((shots.shot, tid), {})[t] = np.asarray(det.landmarks, np.float64).reshape(5, 2)
+
+    def consume(events):
+        for event in events:
+            if isinstance(event, TrackStarted):
+                found[event.track] = (event.shot, [])
+            elif isinstance(event, FaceReady):
+                found[event.track][1].append(event)
+    for t, (image, cut) in enumerate(shots.annotate(frames, image_of=lambda f: f)):
+        consume(tracks.push(t, image, detector.detect(image), cut=cut))
         count = t + 1
         if progress is not None:
             progress.update(1)
-    return tracks, count, shots.shot + 1
+    consume(tracks.finish())
+    segments, per_shot = [], {}
+    for tid in sorted(found, key=lambda k: (found[k][0], found[k][1][0].frame if found[k][1] else 0, k)):
+        shot, faces = found[tid]
+        if not faces:
+            continue
+        k = per_shot[shot] = per_shot.get(shot, -1) + 1   # tracks numbered within their shot
+        segments.append(Segment(f"{video}_s{shot:03d}_t{k:03d}", shot, k, faces[0].frame,
+                                np.stack([f.raw for f in faces]), np.stack([f.landmarks for f in faces])))
+    return segments, count, tracks.shot + 1
 
 
 def write_segments(frames: Iterable[np.ndarray], segments: List[Segment], settings: PrepareSettings,
@@ -310,11 +268,10 @@ class Preparer:
         if record is not None:
             return record
         with tqdm(desc=f"{video}: detect", unit="frame", leave=False) as bar:
-            tracks, frames, shots = detect_tracks(_frames(path, self.settings.max_frames), self.detector,
-                                                  self.settings, bar)
+            segments, frames, shots = detect_segments(video, _frames(path, self.settings.max_frames), self.detector,
+                                                      self.settings, bar)
         if frames == 0:
             raise ValueError(f"{path}: no frames could be decoded")
-        segments = segments_from_detections(video, tracks, self.settings.max_gap, self.settings.sigma)
         return self._finish(video, "video", frames, shots, segments,
                             lambda: _frames(path, self.settings.max_frames))
 

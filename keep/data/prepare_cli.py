@@ -32,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="smallest face kept: side in source pixels of the square the crop covers (128)")
     parser.add_argument("--min-sharpness", type=float, default=_DEFAULTS.min_sharpness,
                         help="blurriest face kept: median Laplacian variance of the crop centre at 256 px (10)")
-    parser.add_argument("--shot-threshold", type=float, default=_DEFAULTS.shot_threshold,
-                        help="histogram distance of consecutive frames that marks a shot cut (0.5)")
+    parser.add_argument("--shots", choices=["auto", "off"], default=_DEFAULTS.shots,
+                        help="shot boundaries (cuts, dissolves, fades; keep restore's detector) end every face "
+                             "track, so no segment spans two shots (default auto)")
     parser.add_argument("--val-fraction", type=float, default=_DEFAULTS.val_fraction,
                         help="share of videos held out in val/ (by a hash of the name; default 0.2)")
     parser.add_argument("--val", nargs="+", default=(), help="put exactly these videos (names) in val/")
@@ -49,7 +50,7 @@ def main(args: argparse.Namespace) -> int:
         refuse_overlap(inputs, sub, root=args.output, fix="choose another output folder (-o)")   # before any model
         settings = PrepareSettings(detector=args.detector, size=args.size, sigma=args.sigma, max_gap=args.max_gap,
                                    min_frames=args.min_frames, min_face=args.min_face,
-                                   min_sharpness=args.min_sharpness, shot_threshold=args.shot_threshold,
+                                   min_sharpness=args.min_sharpness, shots=args.shots,
                                    max_frames=args.max_frames, val_fraction=args.val_fraction)
         if args.vfhq_frames is not None:
             from keep.data.vfhq import list_vfhq_clips

@@ -57,6 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faces.add_argument("--max-hold", type=int, default=10,
                        help="frames a face without detection keeps its last landmarks before its track ends "
                             "(default 10)")
+    faces.add_argument("--shots", choices=["auto", "off"], default="auto",
+                       help="shot cuts, found from past frames only, end every face track so no landmark or "
+                            "network state crosses a cut (default auto; hard cuts: dissolves and fades need "
+                            "look-ahead, see `keep restore --shots`)")
+    faces.add_argument("--min-face", type=float, default=48.0,
+                       help="faces whose aligned crop covers fewer source pixels (side) are left untouched "
+                            "(default 48; 0 = every face)")
     timing = parser.add_argument_group("timing")
     timing.add_argument("--realtime", action="store_true",
                         help="replay a file at its own frame rate, as if it were a camera")
@@ -91,6 +98,8 @@ def _validate(args: argparse.Namespace) -> None:
         raise InputError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
+    if args.min_face < 0:
+        raise InputError(f"--min-face must be >= 0 pixels, got {args.min_face}")
     if args.causal_window is not None and args.causal_window < 1:
         raise InputError(f"--causal-window must be >= 1 frame, got {args.causal_window}")
     from keep.live.stream_io import source_kind
@@ -160,11 +169,11 @@ def build_restorer(args: argparse.Namespace, notes):
     smoothing = SmoothingOptions(args.min_cutoff, args.beta, args.d_cutoff, args.max_hold,
                                  enabled=args.smoothing == "one-euro")
     if args.aligned:
-        return LiveFaceRestorer(network, aligned=True, smoothing=smoothing)
+        return LiveFaceRestorer(network, aligned=True, smoothing=smoothing, shots=args.shots)
     from keep.face.detect import make_detector
     return LiveFaceRestorer(network, detector=make_detector(args.detector, device),
                             paster=FacePaster(1, _paste_mask(args.mask, device, notes)), all_faces=args.all_faces,
-                            smoothing=smoothing)
+                            smoothing=smoothing, shots=args.shots, min_face=args.min_face)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -213,6 +222,12 @@ def main(args: argparse.Namespace) -> int:
     if not args.aligned:
         summary.notes.append(f"{restorer.tracks_started} face track(s); {restorer.frames_without_face} frames "
                              f"without a face (written unchanged); {restorer.faces_held} faces from held landmarks")
+        if restorer.small_faces:
+            summary.notes.append(f"{restorer.small_faces} faces smaller than --min-face left untouched")
+    if args.shots != "off":
+        cuts = ", ".join(str(c) for c in restorer.cuts[:20]) + (", ..." if len(restorer.cuts) > 20 else "")
+        summary.notes.append(f"{len(restorer.cuts) + 1} shot(s)" + (f"; cuts before frames {cuts}" if restorer.cuts
+                                                                  else "; no cut found"))
     if summary.frames_written == 0:
         summary.notes.append("no frame was restored: the output holds no video")
     print(summary.describe(), file=log)

@@ -1,9 +1,10 @@
 """Frame t in, frame t out: causal face tracking, the causal network and paste-back, one frame at a time.
 
-Reuses the file pipeline's parts (:mod:`keep.face` detection, tracking, alignment and paste-back;
-:mod:`keep.restore.restorer` tensor conversions and devices) and replaces the two that look ahead:
-landmark smoothing (One Euro instead of the centred Gaussian) and gap filling (hold the last
-landmarks instead of interpolating to the next detection). The network runs
+Faces come from the file pipeline's own face module, :class:`keep.face.tracks.FaceTracks`, in its
+causal variant (no look-ahead: One Euro smoothing instead of the centred Gaussian, the last landmarks
+held instead of interpolating to the next detection), with shot boundaries found causally
+(:class:`keep.face.shots.Shots`: hard cuts, decided from past frames): a cut ends every track, so no
+landmark is held onto the next shot. The network runs
 :meth:`keep.archs.keep_net.KEEP.restore_frame` (causal gain), one Kalman state per track.
 """
 from __future__ import annotations
@@ -16,23 +17,18 @@ import cv2
 import numpy as np
 import torch
 
-from keep.face.align import align_matrix, crop_matrix, warp_face
-from keep.face.causal_smoothing import LandmarkHold, OneEuroFilter
+from keep.face.align import crop_matrix, warp_face
 from keep.face.detect import FaceDetector
 from keep.face.paste import FacePaster, gray_face, to_uint8
-from keep.face.tracking import FaceTracker
+from keep.face.shots import Shots
+from keep.face.tracks import MIN_FACE, CausalSmoothing, FaceReady, FaceTracks, TrackEnded
 from keep.restore.restorer import faces_to_tensor, tensor_to_faces
 
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-@dataclass
-class SmoothingOptions:
-    min_cutoff: float = 1.0     # One Euro cutoff at rest, Hz
-    beta: float = 0.02          # cutoff increase per px/s of landmark speed
-    d_cutoff: float = 1.0       # speed low-pass, Hz
-    max_hold: int = 10          # frames a lost face keeps its last landmarks before its track ends
-    enabled: bool = True        # False: raw detections (no smoothing)
+# One Euro parameters and the landmark hold (min_cutoff, beta, d_cutoff, max_hold, enabled)
+SmoothingOptions = CausalSmoothing
 
 
 class CausalNetwork:
@@ -69,13 +65,6 @@ class CausalNetwork:
         return len(self._states)
 
 
-class _LiveTrack:
-    def __init__(self, options: SmoothingOptions):
-        self.filter = OneEuroFilter(options.min_cutoff, options.beta, options.d_cutoff) if options.enabled else None
-        self.hold = LandmarkHold(options.max_hold)
-        self.landmarks: Optional[np.ndarray] = None
-
-
 @dataclass
 class FrameReport:
     faces: int = 0          # faces restored and pasted in this frame
@@ -93,17 +82,31 @@ class LiveFaceRestorer:
 
     def __init__(self, network: CausalNetwork, aligned: bool = False, detector: Optional[FaceDetector] = None,
                  paster: Optional[FacePaster] = None, all_faces: bool = False,
-                 smoothing: Optional[SmoothingOptions] = None):
+                 smoothing: Optional[SmoothingOptions] = None, shots: str = "auto", min_face: float = MIN_FACE):
         if not aligned and (detector is None or paster is None):
             raise ValueError("in-the-wild frames need a face detector and a paster (or aligned=True)")
         self.network, self.aligned, self.detector, self.paster = network, aligned, detector, paster
         self.smoothing = smoothing or SmoothingOptions()
-        self.tracker = FaceTracker(all_faces=all_faces)
-        self.tracks: Dict[int, _LiveTrack] = {}
-        self.tracks_started = 0
+        self.faces = FaceTracks(all_faces=all_faces, max_gap=self.smoothing.max_hold, min_face=min_face,
+                                causal=self.smoothing)
+        self.shots = Shots(shots, causal=True)
+        self.index = 0                 # frames processed (the shot detector's and the tracks' clock)
+        self.track = 0                 # aligned mode: the current shot's track
         self.frames_without_face = 0   # written as the input frame
         self.faces_held = 0            # faces pasted from held landmarks
         self.last = FrameReport()
+
+    @property
+    def tracks_started(self) -> int:
+        return self.faces.tracks_started
+
+    @property
+    def small_faces(self) -> int:
+        return self.faces.small_faces
+
+    @property
+    def cuts(self):
+        return self.shots.cuts
 
     @property
     def size(self) -> int:
@@ -116,43 +119,32 @@ class LiveFaceRestorer:
         return (self.size, self.size) if self.aligned else (width, height)
 
     def process(self, image: np.ndarray, time: float) -> np.ndarray:
+        index = self.index
+        self.index += 1
+        cut = self.shots.push(image)
         if self.aligned:
             if image.shape[:2] != (self.size, self.size):
                 image = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+            if cut:   # a new shot: a fresh state
+                self.network.end_track(self.track)
+                self.track += 1
             self.last = FrameReport(faces=1)
-            return self.network.restore(0, image)
+            return self.network.restore(self.track, image)
         report = FrameReport()
         detections = self.detector.detect(image)
         report.detected = len(detections)
-        assigned = self.tracker.update(detections, image.shape[1], image.shape[0])
-        for tid in assigned:
-            if tid not in self.tracks:
-                self.tracks[tid] = _LiveTrack(self.smoothing)
-                self.tracks_started += 1
         canvas = image.astype(np.float32)
         gray = np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2])
-        for tid in sorted(self.tracks):
-            track = self.tracks[tid]
-            det = assigned.get(tid)
-            raw = track.hold.push(None if det is None else det.landmarks.reshape(5, 2))
-            if raw is None:      # lost: held too long
-                self._end(tid)
-                continue
-            if det is not None:
-                track.landmarks = raw if track.filter is None else track.filter(raw, time)
-            else:
-                report.held += 1   # keep the last smoothed landmarks; the filter sees no fake sample
-            matrix = align_matrix(track.landmarks)
-            crop = warp_face(image, crop_matrix(matrix, self.size), self.size)
-            restored = self.network.restore(tid, crop)
-            self.paster.paste(canvas, gray_face(restored) if gray else restored, matrix)
-            report.faces += 1
+        for event in self.faces.push(index, image, detections, cut=cut, time=time):
+            if isinstance(event, TrackEnded):
+                self.network.end_track(event.track)
+            elif isinstance(event, FaceReady):
+                crop = warp_face(image, crop_matrix(event.matrix, self.size), self.size)
+                restored = self.network.restore(event.track, crop)
+                self.paster.paste(canvas, gray_face(restored) if gray else restored, event.matrix)
+                report.faces += 1
+                report.held += event.held
         self.last = report
         self.frames_without_face += report.faces == 0
         self.faces_held += report.held
         return to_uint8(canvas)
-
-    def _end(self, tid: int) -> None:
-        self.network.end_track(tid)
-        self.tracker.drop(tid)
-        del self.tracks[tid]

@@ -73,6 +73,21 @@ def parse_fps(text: str) -> Fraction:
     return value
 
 
+def parse_shots(text: str) -> str:
+    """--shots: auto, off, or a readable cut-list file (checked now: a one-line error, not a traceback)."""
+    if text in ("auto", "off"):
+        return text
+    from keep.face.shots import read_cut_list
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} is neither auto, off nor a cut-list file")
+    try:
+        read_cut_list(path)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return str(path)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
@@ -125,6 +140,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="temporal Gaussian smoothing of the face landmarks, in frames (default 5, the "
                              "paper's; 0 = off). Smoothing removes alignment jitter but lags fast head turns "
                              "(up to ~38 px at sigma 5); lower it for fast motion")
+    parser.add_argument("--shots", type=parse_shots, default="auto", metavar="auto|off|FILE",
+                        help="shot boundaries, each ending every face track (fresh tracking, smoothing and network "
+                             "state per shot): auto (detected: cuts, dissolves, fades; default), off, or a file "
+                             "listing the first frame (0-based) of each new shot, e.g. from PySceneDetect")
+    parser.add_argument("--min-face", type=_number(float, "a number", low=0.0), default=48.0,
+                        help="faces whose aligned crop covers fewer source pixels (side) are left untouched and "
+                             "counted (default 48; 0 = restore every face found)")
     parser.add_argument("--save-faces", action="store_true", help="also write restored faces as PNG")
     parser.add_argument("--save-cropped", action="store_true", help="also write the aligned input crops as PNG")
     parser.add_argument("--save-frames", action="store_true", help="also write the final frames as PNG")
@@ -278,8 +300,8 @@ def _make_restorer(args: argparse.Namespace, progress_bars: bool):
         image_baseline=args.image_baseline, upscale=args.upscale, bg_upsampler=args.bg_upsampler,
         bg_tile=args.bg_tile, face_upsample=args.face_upsample, mask=args.mask, draw_box=args.draw_box,
         fps=args.fps, stream=args.stream, max_batch=args.max_batch, device=args.device,
-        precision=args.precision, sigma=args.smooth_sigma,
-        max_gap=args.max_gap, save_faces=args.save_faces, save_cropped=args.save_cropped,
+        precision=args.precision, sigma=args.smooth_sigma, max_gap=args.max_gap, shots=args.shots,
+        min_face=args.min_face, save_faces=args.save_faces, save_cropped=args.save_cropped,
         save_frames=args.save_frames, compare=args.compare, overwrite=args.overwrite, crf=args.crf,
         progress=progress_bars, overlap=args.overlap)
     preflight.check_model_files(options)   # every file found (or fetched) before any network loads

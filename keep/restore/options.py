@@ -29,6 +29,8 @@ class RestoreOptions:
     precision: str = "fp32"               # "fp32", "fp32-strict" (TF32 off), "fp16", "bf16" (autocast, GPU only)
     sigma: float = 5.0                    # landmark smoothing (paper: sigma 5, radius 20)
     max_gap: int = 20                     # frames without detection bridged inside a track
+    shots: str = "auto"                   # shot boundaries: "auto" (detected), "off", or a cut-list file
+    min_face: float = 48.0                # px: faces whose aligned crop covers less are left untouched
     save_faces: bool = False
     save_cropped: bool = False
     save_frames: bool = False

@@ -1,9 +1,12 @@
 """Streaming restoration of one input: decode -> detect -> track -> smooth -> restore -> paste -> encode.
 
-Frames wait in a buffer only until every track that may cover them has its smoothed landmarks
-(look-ahead: ``max_gap`` for gap filling + the smoothing radius) and its window has been through
-the network, so memory is bounded by ``max_gap + radius + window`` frames, not by the video's
-length (the release decodes the whole video and stacks every crop on the GPU).
+Faces come from the one face pipeline, :class:`keep.face.tracks.FaceTracks` (tracking, gap filling,
+smoothing, alignment), fed with shot boundaries (:class:`keep.face.shots.Shots`): a boundary ends
+every track, so each shot is restored as if alone. Frames wait in a buffer only until every track
+that may cover them has its smoothed landmarks (look-ahead: ``max_gap`` for gap filling + the
+smoothing radius) and its window has been through the network, so memory is bounded by
+``max_gap + radius + window`` frames plus the shot detector's look-ahead (22-32 frames), not by the
+video's length (the release decodes the whole video and stacks every crop on the GPU).
 
 Overlap (keep/restore/stages.py): decoding runs in a thread a few frames ahead, the network in a
 second thread, paste-back + encoding in a third; the main thread detects, tracks, smooths and
@@ -33,11 +36,12 @@ import cv2
 import numpy as np
 import torch
 
-from keep.face.align import FACE_SIZE, align_matrix, crop_matrix, warp_face
+from keep.face.align import FACE_SIZE, crop_matrix, warp_face
 from keep.face.detect import FaceDetector, make_detector
 from keep.face.paste import FacePaster, gray_face, to_uint8
-from keep.face.smoothing import GapFiller, StreamingGaussian
-from keep.face.tracking import FaceTracker
+from keep.face.shots import Shots
+from keep.face.smoothing import StreamingGaussian
+from keep.face.tracks import FaceReady, FaceTracks, TrackEnded, TrackStarted
 from keep.io.errors import InputError
 from keep.io.images import write_image
 from keep.io.source import Frame, SourceInfo, open_source
@@ -64,6 +68,10 @@ class RunSummary:
     tracks: int = 0
     frames_without_detection: int = 0   # detector found nothing (gaps may still be filled)
     frames_without_face: int = 0        # nothing pasted: written as the input frame
+    frames_face_left: int = 0           # ... although a face was detected in it (too small, not followed)
+    small_faces: int = 0                # detections under --min-face, left untouched
+    cuts: List[int] = field(default_factory=list)   # first frames of the shots after the first
+    shots: str = "auto"
     seconds: float = 0.0
     notes: List[str] = field(default_factory=list)
 
@@ -72,9 +80,17 @@ class RunSummary:
         lines = [f"{self.input} -> {self.output}",
                  f"  {self.frames} frames in {self.seconds:.1f} s ({speed:.2f} frames/s)"]
         if not aligned:
+            left = (f" ({self.frames_face_left} of them with a face detected: too small or not followed)"
+                    if self.frames_face_left else "")
             lines.append(f"  {self.detections} faces detected, {self.tracks} track(s); "
                          f"{self.frames_without_detection} frames without a detection, "
-                         f"{self.frames_without_face} frames left without a restored face")
+                         f"{self.frames_without_face} frames left without a restored face{left}")
+            if self.small_faces:
+                lines.append(f"  {self.small_faces} faces smaller than --min-face left untouched")
+        if self.shots != "off":
+            shown = ", ".join(str(c) for c in self.cuts[:20]) + (", ..." if len(self.cuts) > 20 else "")
+            lines.append(f"  {len(self.cuts) + 1} shot(s)" + (f"; cuts before frames {shown}" if self.cuts else
+                                                               "; no cut found"))
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -108,12 +124,13 @@ class _EndTrack:
 
 
 class _Track:
-    def __init__(self, track_id: int, start: int, max_gap: int, sigma: float):
+    """A face track's place in the network schedule (its landmarks live in keep.face.tracks)."""
+
+    def __init__(self, track_id: int, start: int, shot_start: int):
         self.id = track_id
         self.start = start
-        self.next_frame = start          # next frame whose smoothed landmarks are due
-        self.gaps = GapFiller(max_gap)
-        self.smoother = StreamingGaussian(sigma)
+        self.shot_start = shot_start     # windows end on a grid counted from the shot's first frame
+        self.next_frame = start          # next frame whose face is due
         self.window: List[int] = []      # frames cropped, waiting for the network
         self.windows_sent = 0
 
@@ -214,13 +231,17 @@ class _Run:
         self.radius = StreamingGaussian(self.o.sigma).radius
         self.buffer: Deque[_Slot] = deque()
         self.tracks: Dict[int, _Track] = {}
-        self.tracker = FaceTracker(all_faces=self.o.all_faces)
+        self.faces = FaceTracks(all_faces=self.o.all_faces, max_gap=self.o.max_gap, sigma=self.o.sigma,
+                                min_face=self.o.min_face)
+        self.shots = Shots(self.o.shots)
+        self.shot_start = 0
+        self.next_track_id = 0           # aligned mode: one track per shot
         self.seen = 0
         self.eof = False
         self.due: List[Tuple[int, List[int], bool]] = []  # (track, frames, carried) due in this step, not sent
         self.ended: List[int] = []                       # tracks ended in this step
         out = owner.output_path(self.info.name)
-        self.summary = RunSummary(input=self.info.path, output=out, notes=list(owner.notes))
+        self.summary = RunSummary(input=self.info.path, output=out, notes=list(owner.notes), shots=self.o.shots)
         self.extra_dir = Path(self.o.output_dir) / self.info.name
         self.writer: Optional[VideoWriter] = None
         self.compare: Optional[VideoWriter] = None
@@ -283,8 +304,8 @@ class _Run:
         frames = prefetch(_owned(self.source) if threaded else self.source, size=min(8, queued), threaded=threaded)
         try:
             self._open_writers()   # inside: if the compare file cannot be made, the main one goes too
-            for frame in frames:
-                self._push(frame)
+            for frame, cut in self.shots.annotate(frames):
+                self._push(frame, cut)
                 self.progress.decoded()
                 self._flush()
                 self._release()
@@ -296,6 +317,10 @@ class _Run:
             self.emitter.close()
             if self.summary.frames == 0:
                 raise InputError(f"{self.info.path}: no frames could be decoded")
+            if not self.o.aligned and self.summary.tracks == 0 and self.summary.small_faces:
+                raise InputError(f"{self.info.path}: every face found is smaller than --min-face "
+                                 f"{self.o.min_face:g} px ({self.summary.small_faces} faces); lower --min-face "
+                                 f"(0 restores every face found)")
             if not self.o.aligned and self.summary.tracks == 0:
                 raise InputError(f"{self.info.path}: no face found in any of its {self.summary.frames} frames; "
                                  f"try --detector retinaface (dlib misses small and turned faces), or "
@@ -326,18 +351,24 @@ class _Run:
     def _slot(self, index: int) -> _Slot:
         return self.buffer[index - self.buffer[0].frame.index]
 
-    def _push(self, frame: Frame) -> None:
+    def _push(self, frame: Frame, cut: bool = False) -> None:
         slot = _Slot(frame)
         self.buffer.append(slot)
         self.seen = frame.index + 1
+        if cut:
+            self.shot_start = frame.index
         if self.o.aligned:
             image = frame.image
             if image.shape[:2] != (self.size, self.size):
                 image = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
-            slot.faces[0] = _Face(None, image)
-            if 0 not in self.tracks:
-                self.tracks[0] = _Track(0, frame.index, self.o.max_gap, self.o.sigma)
-            track = self.tracks[0]
+            if cut and self.tracks:   # a new shot: a new track with a fresh state
+                self._end_track(self.tracks[self.next_track_id - 1])
+            if not self.tracks:
+                tid = self.next_track_id
+                self.next_track_id += 1
+                self.tracks[tid] = _Track(tid, frame.index, self.shot_start)
+            track = next(iter(self.tracks.values()))
+            slot.faces[track.id] = _Face(None, image)
             track.window.append(frame.index)
             track.next_frame = frame.index + 1
             self._window_due(track)
@@ -346,38 +377,29 @@ class _Run:
         slot.detected = bool(detections)
         self.summary.detections += len(detections)
         self.summary.frames_without_detection += not detections
-        assigned = self.tracker.update(detections, self.info.width, self.info.height)
-        t = frame.index
-        first_faces = self.summary.tracks == 0
-        for tid, det in assigned.items():
-            if tid in self.tracks:
-                continue
-            # The clip's first face(s), when seen near its start, are held back to frame 0 (np.interp's
-            # constant extrapolation in the release); frames 0..t-1 are still buffered (see _release).
-            start = 0 if first_faces and t <= self.o.max_gap else t
-            track = self.tracks[tid] = _Track(tid, start, self.o.max_gap, self.o.sigma)
-            self.summary.tracks += 1
-            for _ in range(start, t):
-                self._on_smoothed(track, track.smoother.push(det.landmarks))
-        for tid, track in list(self.tracks.items()):
-            det = assigned.get(tid)
-            for _, landmarks in track.gaps.push(t, None if det is None else det.landmarks):
-                self._on_smoothed(track, track.smoother.push(landmarks))
-            if track.gaps.lost:
-                self._end_track(track)
+        self._on_events(self.faces.push(frame.index, frame.image, detections, cut=cut))
+        self.summary.small_faces = self.faces.small_faces
 
-    def _on_smoothed(self, track: _Track, values: List[np.ndarray]) -> None:
-        for landmarks in values:
-            slot = self._slot(track.next_frame)
-            slot.faces[track.id] = _Face(align_matrix(landmarks.reshape(5, 2)))
-            track.window.append(track.next_frame)
-            track.next_frame += 1
-            self._window_due(track)
+    def _on_events(self, events: list) -> None:
+        """Consume keep.face.tracks events: faces to crop, windows to send, tracks to free."""
+        for event in events:
+            if isinstance(event, TrackStarted):
+                self.tracks[event.track] = _Track(event.track, event.frame, self.shot_start)
+                self.summary.tracks += 1
+            elif isinstance(event, FaceReady):
+                track = self.tracks[event.track]
+                self._slot(event.frame).faces[track.id] = _Face(event.matrix)
+                track.window.append(event.frame)
+                track.next_frame = event.frame + 1
+                self._window_due(track)
+            elif isinstance(event, TrackEnded):
+                self._end_track(self.tracks[event.track])
 
     # ------------------------------------------------------------------ network
     def _window_due(self, track: _Track) -> None:
         """A window is due when full or at a grid line, ``next_frame % window == 0``, the same for every track."""
-        if track.window and (len(track.window) == self.o.window or track.next_frame % self.o.window == 0):
+        if track.window and (len(track.window) == self.o.window
+                             or (track.next_frame - track.shot_start) % self.o.window == 0):
             self._send_window(track)
 
     def _send_window(self, track: _Track) -> None:
@@ -447,19 +469,18 @@ class _Run:
             item.done.set_exception(StageError("the network stage stopped before this window"))
 
     def _end_track(self, track: _Track) -> None:
-        self._on_smoothed(track, track.smoother.finish())
         if track.window:
             self._send_window(track)
         self.ended.append(track.id)
-        self.tracker.drop(track.id)
         del self.tracks[track.id]
 
     def _finish_tracks(self) -> None:
-        for track in list(self.tracks.values()):
-            if not self.o.aligned:
-                for _, landmarks in track.gaps.finish():
-                    self._on_smoothed(track, track.smoother.push(landmarks))
-            self._end_track(track)
+        if self.o.aligned:
+            for track in list(self.tracks.values()):
+                self._end_track(track)
+        else:
+            self._on_events(self.faces.finish())
+        self.summary.cuts = list(self.shots.cuts)
 
     # ------------------------------------------------------------------ output
     def _release(self) -> None:
@@ -468,10 +489,13 @@ class _Run:
             slot = self.buffer[0]
             index = slot.frame.index
             if not self.eof:
-                if not self.o.aligned and self.seen <= self.o.max_gap:
-                    return  # a track found later may still be held back to frame 0
-                if any(t.start <= index and t.next_frame <= index for t in self.tracks.values()):
-                    return
+                if self.o.aligned:
+                    if any(t.next_frame <= index for t in self.tracks.values()):
+                        return
+                else:
+                    pending = self.faces.pending_from   # a track may still give this frame a face
+                    if pending is not None and pending <= index:
+                        return
             if any(f.job is None for f in slot.faces.values()):
                 return
             self.buffer.popleft()
@@ -528,8 +552,9 @@ class _Run:
         index = frame.index
         self.summary.frames += 1
         if self.o.aligned:
-            output = _numpy(slot.faces[0].restored)
-            reference = slot.faces[0].crop
+            face = next(iter(slot.faces.values()))   # one track per shot
+            output = _numpy(face.restored)
+            reference = face.crop
         else:
             gray = (np.array_equal(frame.image[..., 0], frame.image[..., 1])
                     and np.array_equal(frame.image[..., 1], frame.image[..., 2]))
@@ -541,6 +566,7 @@ class _Run:
             if self.o.upscale > 1:
                 reference = cv2.resize(reference, (self.out_w, self.out_h), interpolation=cv2.INTER_LINEAR)
             self.summary.frames_without_face += not slot.faces
+            self.summary.frames_face_left += slot.detected and not slot.faces
         slot.on_device = None
         pts = index if self.retime else frame.pts
         self.writer.write(output, pts)
