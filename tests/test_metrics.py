@@ -69,21 +69,20 @@ def test_identical_frames_known_answers(pair):
 
 
 @pytest.fixture
-def seeded_alexnet_in_hub(tmp_path):
+def seeded_alexnet_in_hub(tmp_path, monkeypatch):
     """A torch hub cache holding, under torchvision's AlexNet file name, a seeded random AlexNet: the
     lpips package loads its shipped linear layers (v0.1) on top of it, offline, exactly as it would
-    the ImageNet file, so the metric runs end to end (not its 'unavailable' branch) on every machine."""
+    the ImageNet file, so the metric runs end to end (not its 'unavailable' branch) on every machine.
+    The cache is moved with TORCH_HOME, not torch.hub.set_dir: set_dir cannot be undone (restoring the
+    previous value pins it and later tests' TORCH_HOME is ignored)."""
     import torchvision
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    try:
-        _, path = backbone_file("alex")
-        path.parent.mkdir(parents=True)
-        torch.manual_seed(0)
-        torch.save(torchvision.models.alexnet().state_dict(), path)
-        yield path
-    finally:
-        torch.hub.set_dir(previous)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    _, path = backbone_file("alex")
+    assert path.parent.parent == tmp_path / "hub"
+    path.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.alexnet().state_dict(), path)
+    return path
 
 
 def test_lpips_matches_the_package_on_the_same_backbone(pair, seeded_alexnet_in_hub):
@@ -98,15 +97,11 @@ def test_lpips_matches_the_package_on_the_same_backbone(pair, seeded_alexnet_in_
     np.testing.assert_allclose(ours, refs, rtol=1e-5, atol=1e-7)
 
 
-def test_lpips_without_its_backbone_names_the_file(tmp_path):
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "empty_hub"))
-    try:
-        url, path = backbone_file("alex")
-        with pytest.raises(MetricUnavailable) as err:
-            LPIPSMetric("alex")
-    finally:
-        torch.hub.set_dir(previous)
+def test_lpips_without_its_backbone_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    url, path = backbone_file("alex")
+    with pytest.raises(MetricUnavailable) as err:
+        LPIPSMetric("alex")
     assert path.name in str(err.value) and str(path.parent) in str(err.value) and url in str(err.value)
 
 
