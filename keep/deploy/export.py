@@ -1,0 +1,101 @@
+"""Export a KEEP checkpoint as the ONNX graph set of keep/deploy/graphs.py, with a manifest.
+
+The folder is written under a temporary name beside its destination and renamed into place, so a
+reader (or a concurrent exporter) sees either nothing or a complete set.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from keep.deploy.graphs import OPSET, dynamic_axes, graph_specs
+
+MANIFEST = "manifest.json"
+FORMAT = "keep-onnx-1"      # bump when the graph set or its names change (cache keys include it)
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def example_inputs(net, causal: bool) -> Dict[str, Tuple[torch.Tensor, ...]]:
+    """Inputs to trace each graph with, made by the eager network itself (batch 1, two frames)."""
+    size = net.img_size
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 2, 3, size, size, generator=gen) * 2 - 1
+    out = net._run(x, False, None, None, True, True, (), causal)
+    z, taps = net.encoder(x[:, 0], net.connect_list)
+    tap_list = tuple(taps[s] for s in net.connect_list)
+    state = out.state
+    gain_state = list(state.gain_context.anchor) + list(state.gain_context.prev)
+    if causal:
+        gain_state += [t for pair in state.gain_context.temporal for t in pair]
+    memory = tuple(state.prev_feats[s] for s in net.cross_fuse_list)
+    return {
+        "observe": (x[:, 0],),
+        "flow": (x,),
+        "gains_first": (out.z_obs,),
+        "gains_step": (out.z_obs,) + tuple(gain_state),
+        "frame_first": (z,) + tap_list,
+        "frame_step": (z,) + tap_list + (out.gains[:, 1], out.flows[:, 0], state.prev_output) + memory,
+    }
+
+
+def _to_fp16(path: Path) -> None:
+    """fp16 weights and arithmetic, fp32 inputs and outputs (onnxruntime's converter); the flow graph
+    stays fp32 (global matching loses sub-pixel accuracy in half precision, see KEEP._full_precision)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    onnx.save(model, str(path))
+
+
+def export_graphs(net, folder: Path, causal: bool, precision: str = "fp32",
+                  extra: Optional[dict] = None) -> dict:
+    """Write every graph and ``manifest.json`` into the new folder ``folder`` (must not exist);
+    returns the manifest. ``extra`` goes into the manifest (checkpoint name and sha256)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bf16":
+        raise ValueError("bf16 is a runtime precision, not a file format: export fp32 and run it with "
+                         "OpenVINO's bf16 (`keep restore --backend openvino --bf16`)")
+    if not hasattr(net, "flownet") or not hasattr(net.flownet, "sequence"):
+        raise ValueError("only networks with the GMFlow flow net can be exported (classical flows are OpenCV)")
+    net = net.float().eval().to(memory_format=torch.contiguous_format)
+    folder = Path(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
+    try:
+        graphs = {}
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # tracer warnings about Python ints that are constants here
+            samples = example_inputs(net, causal)
+            for name, (module, inputs, outputs) in graph_specs(net, causal).items():
+                path = tmp / f"{name}.onnx"
+                torch.onnx.export(module, samples[name], str(path), input_names=inputs, output_names=outputs,
+                                  dynamic_axes=dynamic_axes(name, inputs, outputs), opset_version=OPSET,
+                                  dynamo=False, do_constant_folding=True)
+                if precision == "fp16" and name != "flow":
+                    _to_fp16(path)
+                graphs[name] = {"file": path.name, "inputs": _describe(inputs, samples[name]),
+                                "outputs": outputs}
+        manifest = {"format": FORMAT, "opset": OPSET, "precision": precision, "causal": causal,
+                    "img_size": int(net.img_size), "causal_window": int(net.kalman_filter.window),
+                    "connect_list": list(net.connect_list), "cross_fuse_list": list(net.cross_fuse_list),
+                    "uncertainty_blocks": len(net.kalman_filter.uncertainty_estimator),
+                    "torch": torch.__version__, "graphs": graphs, **(extra or {})}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, folder)   # fails if folder appeared meanwhile: never over someone's files
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _describe(names, tensors) -> Dict[str, list]:
+    """Input name -> example shape (batch 1, two frames), for the manifest's reader."""
+    return {n: list(t.shape) for n, t in zip(names, tensors)}
