@@ -54,10 +54,19 @@ def _to_fp16(path: Path) -> None:
     onnx.save(model, str(path))
 
 
+def is_export(folder: Path) -> bool:
+    """Whether ``folder`` holds a graph set written by :func:`export_graphs` (what --overwrite may replace)."""
+    try:
+        return json.loads((Path(folder) / MANIFEST).read_text()).get("format", "").startswith("keep-onnx")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def export_graphs(net, folder: Path, causal: bool, precision: str = "fp32",
-                  extra: Optional[dict] = None) -> dict:
-    """Write every graph and ``manifest.json`` into the new folder ``folder`` (must not exist);
-    returns the manifest. ``extra`` goes into the manifest (checkpoint name and sha256)."""
+                  extra: Optional[dict] = None, replace: bool = False) -> dict:
+    """Write every graph and ``manifest.json`` into the new folder ``folder``; returns the manifest.
+    ``folder`` must not exist, or (``replace``) must be an earlier export, swapped out only once the
+    new set is complete. ``extra`` goes into the manifest (checkpoint name and sha256)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "bf16":
@@ -80,8 +89,11 @@ def export_graphs(net, folder: Path, causal: bool, precision: str = "fp32",
                                   dynamo=False, do_constant_folding=True)
                 if precision == "fp16" and name != "flow":
                     _to_fp16(path)
-                graphs[name] = {"file": path.name, "inputs": _describe(inputs, samples[name]),
-                                "outputs": outputs}
+                axes = dynamic_axes(name, inputs, outputs)
+                results = module(*samples[name])
+                results = results if isinstance(results, tuple) else (results,)
+                graphs[name] = {"file": path.name, "inputs": _shapes(inputs, samples[name], axes),
+                                "outputs": _shapes(outputs, results, axes)}
         manifest = {"format": FORMAT, "opset": OPSET, "precision": precision, "causal": causal,
                     "img_size": int(net.img_size), "causal_window": int(net.kalman_filter.window),
                     "connect_list": list(net.connect_list), "cross_fuse_list": list(net.cross_fuse_list),
@@ -89,13 +101,21 @@ def export_graphs(net, folder: Path, causal: bool, precision: str = "fp32",
                     "torch": torch.__version__, "graphs": graphs, **(extra or {})}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         os.chmod(tmp, 0o755)
+        old = None
+        if replace and folder.exists():
+            if not is_export(folder):
+                raise FileExistsError(f"{folder} is not a KEEP ONNX export; not replacing it")
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+            os.rename(folder, old / "set")
         os.rename(tmp, folder)   # fails if folder appeared meanwhile: never over someone's files
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
 
 
-def _describe(names, tensors) -> Dict[str, list]:
-    """Input name -> example shape (batch 1, two frames), for the manifest's reader."""
-    return {n: list(t.shape) for n, t in zip(names, tensors)}
+def _shapes(names, tensors, axes) -> Dict[str, list]:
+    """name -> shape, a dynamic axis by its name ("batch", "window", ...), the others as numbers."""
+    return {n: [axes.get(n, {}).get(i, d) for i, d in enumerate(t.shape)] for n, t in zip(names, tensors)}
