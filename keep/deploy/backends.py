@@ -19,8 +19,8 @@ from keep.archs.kalman import GainContext
 from keep.archs.keep_net import KalmanState
 from keep.deploy.export import MANIFEST
 from keep.deploy.graphs import gain_state_names
+from keep.deploy.options import BACKENDS
 
-BACKENDS = ("torch", "onnxruntime", "openvino")
 EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
 
 
@@ -101,7 +101,7 @@ class _OpenVinoRunner:
             config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads}
             self.compiled[name] = core.compile_model(str(folder / g["file"]), "CPU", config)
         cpu = core.get_property("CPU", "FULL_DEVICE_NAME")
-        self.description = f"OpenVINO {ov.__version__} CPU ({cpu}), {precision}"
+        self.description = f"OpenVINO {ov.__version__.split('-')[0]} CPU plugin ({cpu}), {precision}"
 
     def run(self, name: str, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         model = self.compiled[name]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Tuple, Union
+from typing import Iterator, Optional, Tuple, Union
 
 from keep.deploy.export import FORMAT, MANIFEST, export_graphs
 
@@ -54,12 +54,17 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def cached_graphs(weights: Union[str, Path], causal: bool, precision: str = "fp32") -> Tuple[Path, bool]:
-    """The graph set of ``weights`` for these settings: (folder, exported now). Exports it on first use."""
+def cached_graphs(weights: Union[str, Path], causal: Optional[bool], precision: str = "fp32",
+                  causal_window: Optional[int] = None) -> Tuple[Path, bool]:
+    """The graph set of ``weights`` for these settings: (folder, exported now). Exports it on first use.
+
+    causal: None = the checkpoint's own mode (what ``keep restore`` runs); causal_window: None = the
+    checkpoint's (the causal attention span is a constant of the graphs)."""
     from keep.weights import sha256_of
     checkpoint = checkpoint_path(weights)
     sha = sha256_of(checkpoint)
-    key = f"{sha[:16]}-{FORMAT}-{'causal' if causal else 'window'}-{precision}"
+    mode = {None: "default", True: "causal", False: "window"}[causal]
+    key = f"{sha[:16]}-{FORMAT}-{mode}{'' if causal_window is None else f'{causal_window}'}-{precision}"
     root = _writable_root(checkpoint)
     folder = root / key
     if (folder / MANIFEST).is_file():
@@ -68,7 +73,10 @@ def cached_graphs(weights: Union[str, Path], causal: bool, precision: str = "fp3
         if (folder / MANIFEST).is_file():   # another process exported it while we waited
             return folder, False
         net = load_for_export(weights)
-        export_graphs(net, folder, causal, precision, extra=checkpoint_fields(checkpoint, sha))
+        if causal_window is not None:
+            net.kalman_filter.window = int(causal_window)
+        export_graphs(net, folder, net.kalman_filter.causal if causal is None else causal, precision,
+                      extra=checkpoint_fields(checkpoint, sha))
     return folder, True
 
 
