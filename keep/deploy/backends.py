@@ -165,8 +165,8 @@ class ExportedNetwork:
                        flows: Optional[torch.Tensor] = None, propagate: bool = True, causal: Optional[bool] = None
                        ) -> Tuple[torch.Tensor, Optional[KalmanState]]:
         """As :meth:`KEEP.restore_window` (x (B, T, 3, S, S) in [-1, 1]); ``causal`` must match the graphs."""
-        if need_upscale or flows is not None:
-            raise BackendError("need_upscale and given flows are PyTorch-only options")
+        if need_upscale:
+            raise BackendError("need_upscale is a PyTorch-only option: give frames at the network's size")
         if causal is not None and bool(causal) != self.causal:
             raise BackendError(f"these graphs were exported with causal={self.causal}, asked causal={causal}")
         if x.dim() != 5 or tuple(x.shape[2:]) != (3, self.img_size, self.img_size):
@@ -193,7 +193,13 @@ class ExportedNetwork:
             prev_out = _np(state.prev_output)
             memory = {s: _np(state.prev_feats[s]) for s in self.cross_fuse_list}
             offset = 0
-        flow = None if pairs is None else run("flow", {"frames": pairs})["flows"]
+        if flows is not None:   # given flows (B, P, 2, S, S), frame t -> t-1, as KEEP.restore_window takes them
+            expected = (b, t - offset, 2, self.img_size, self.img_size)
+            if tuple(flows.shape) != expected:
+                raise ValueError(f"flows must be {expected}, got {tuple(flows.shape)}")
+            flow = _np(flows)
+        else:
+            flow = None if pairs is None else run("flow", {"frames": pairs})["flows"]
         gains = gains_out["gains"]
         outs = []
         for i in range(t):
