@@ -215,3 +215,43 @@ def test_help_lists_the_backends(capsys):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "--backend {torch,onnxruntime,openvino}" in capsys.readouterr().out
+
+
+def _doc_snippet() -> str:
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text()
+    block = text.split("<!-- numpy-loop -->", 1)[1]
+    return block.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_docs_numpy_loop_runs_without_torch_and_equals_eager(cli_exports, net, tmp_path):
+    """The loop of docs/deploy.md, run as written in a process where torch and keep cannot be imported,
+    restores a stream like the eager network's restore_frame."""
+    import ast
+    import subprocess
+    import sys
+    need("onnxruntime")
+    snippet = _doc_snippet()
+    imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(snippet))
+                if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
+    assert imported == {"json", "numpy", "onnxruntime"}
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
+    crops = np.stack([np.roll(base, 2 * i, axis=0) for i in range(9)])   # 9 frames: the cache rolls
+    np.save(tmp_path / "crops.npy", crops)
+    driver = (
+        "import sys\nsys.modules['torch'] = None\nsys.modules['keep'] = None\n"   # any import of them fails
+        + snippet
+        + f"\ncrops = np.load({str(tmp_path / 'crops.npy')!r})\n"
+        + f"stream = KeepStream({str(cli_exports[True])!r})\n"
+        + f"np.save({str(tmp_path / 'out.npy')!r}, np.stack([stream.restore(c) for c in crops]))\n")
+    subprocess.run([sys.executable, "-c", driver], check=True, cwd=tmp_path)
+    ours = np.load(tmp_path / "out.npy")
+    state, ref = None, []
+    with torch.inference_mode():
+        for crop in crops:
+            x = torch.from_numpy(crop).permute(2, 0, 1).float().div(127.5).sub(1.0)[None]
+            y, state = net.restore_frame(x, state)
+            ref.append(y[0].clamp(-1, 1).add(1).mul(127.5).round().byte().permute(1, 2, 0).numpy())
+    diff = np.abs(ours.astype(int) - np.stack(ref).astype(int))
+    assert ours.shape == crops.shape and diff.max() <= 2 and diff.mean() < 0.05
