@@ -23,25 +23,31 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 def example_inputs(net, causal: bool) -> Dict[str, Tuple[torch.Tensor, ...]]:
-    """Inputs to trace each graph with, made by the eager network itself (batch 1, two frames)."""
+    """Inputs to trace each graph with (batch 1, two frames): the LQ encoder's real outputs, state
+    tensors of the right shapes (tracing records the operations, not the values)."""
     size = net.img_size
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(1, 2, 3, size, size, generator=gen) * 2 - 1
-    out = net._run(x, False, None, None, True, True, (), causal)
     z, taps = net.encoder(x[:, 0], net.connect_list)
     tap_list = tuple(taps[s] for s in net.connect_list)
-    state = out.state
-    gain_state = list(state.gain_context.anchor) + list(state.gain_context.prev)
+    z_obs = torch.stack([z, z.flip(-1)], dim=1)
+    tokens = z.flatten(2).transpose(1, 2)                                   # (1, h*w, C)
+    blocks = net.kalman_filter.uncertainty_estimator
+    gain_state = [tokens] * (2 * len(blocks))                                # anchor_k, prev_k
     if causal:
-        gain_state += [t for pair in state.gain_context.temporal for t in pair]
-    memory = tuple(state.prev_feats[s] for s in net.cross_fuse_list)
+        inner = blocks[0].attn_temp.to_k.out_features
+        gain_state += [torch.randn(tokens.shape[1], 1, inner, generator=gen)] * (2 * len(blocks))
+    memory = tuple(torch.randn(1, net.generator.channels[s], int(s), int(s), generator=gen)
+                   for s in net.cross_fuse_list)
+    gain = torch.full((1, 1) + tuple(z.shape[-2:]), 0.5)
+    flow = torch.randn(1, 2, size, size, generator=gen)
     return {
         "observe": (x[:, 0],),
         "flow": (x,),
-        "gains_first": (out.z_obs,),
-        "gains_step": (out.z_obs,) + tuple(gain_state),
+        "gains_first": (z_obs,),
+        "gains_step": (z_obs,) + tuple(gain_state),
         "frame_first": (z,) + tap_list,
-        "frame_step": (z,) + tap_list + (out.gains[:, 1], out.flows[:, 0], state.prev_output) + memory,
+        "frame_step": (z,) + tap_list + (gain, flow, x[:, 1]) + memory,
     }
 
 
