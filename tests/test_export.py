@@ -107,6 +107,10 @@ def test_windows_with_carried_state_equal_eager(exported, net, net64, backend):
             ref64, state64 = net64.restore_window(x[:, part].double(), state64, causal=causal)
             ours, state = graphs.restore_window(x[:, part], state)
             assert _as_accurate_as_eager(ours, ref, ref64)
+        # the chosen codes of a fresh window (the graphs' `indices` output) are the network's
+        codes = net(x[:, :3], return_intermediates=True, causal=causal).indices.numpy()
+        graphs.restore_window(x[:, :3])
+        assert (np.stack(graphs.last_indices, 1) == codes).mean() >= 0.99
         ref_tensors, our_tensors = _state_tensors(ref_state), _state_tensors(state)
         assert len(ref_tensors) == len(our_tensors)
         ref64_tensors = _state_tensors(state64)

@@ -201,7 +201,7 @@ class ExportedNetwork:
         else:
             flow = None if pairs is None else run("flow", {"frames": pairs})["flows"]
         gains = gains_out["gains"]
-        outs = []
+        outs, self.last_indices = [], []
         for i in range(t):
             feeds = {"z_obs": z[:, i], **{f"tap_{s}": taps[s][:, i] for s in self.connect_list}}
             if prev_out is None:
@@ -211,6 +211,7 @@ class ExportedNetwork:
                               **{f"memory_{s}": memory[s] for s in self.cross_fuse_list}})
                 out = run("frame_step", feeds)
             prev_out = out["frame"]
+            self.last_indices.append(out["indices"])   # chosen codes per frame (B, h*w), for precision studies
             memory = {s: out[f"new_memory_{s}"] for s in self.cross_fuse_list}
             outs.append(prev_out)
         new_state = KalmanState(_t(frames[:, -1]), _t(prev_out), {s: _t(v) for s, v in memory.items()},

@@ -18,7 +18,7 @@ import torch
 from keep.deploy.graphs import OPSET, dynamic_axes, graph_specs
 
 MANIFEST = "manifest.json"
-FORMAT = "keep-onnx-1"      # bump when the graph set or its names change (cache keys include it)
+FORMAT = "keep-onnx-2"      # bump when the graph set or its names change (cache keys include it)
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 

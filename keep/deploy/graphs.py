@@ -11,9 +11,9 @@ observe         frames (N, 3, S, S) -> z_obs (N, C, h, w), tap_<size> (CFT featu
 flow            frames (B, L, 3, S, S), L >= 2 -> flows (B, L-1, 2, S, S): frame l+1 -> l, pixels
 gains_first     z_obs (B, T, C, h, w) -> gains (B, T, 1, h, w) + new_<gain state> (fresh stream)
 gains_step      z_obs (B, T, C, h, w) + <gain state> -> gains + new_<gain state> (carried)
-frame_first     z_obs (B, C, h, w), tap_<size> -> frame (B, 3, S, S), new_memory_<size>
+frame_first     z_obs (B, C, h, w), tap_<size> -> frame (B, 3, S, S), new_memory_<size>, indices
 frame_step      z_obs, tap_<size>, gain (B, 1, h, w), flow (B, 2, S, S), prev_output (B, 3, S, S),
-                memory_<size> -> frame, new_memory_<size>
+                memory_<size> -> frame, new_memory_<size>, indices (B, h*w) int64: the chosen codes
 ==============  =============================================================================
 
 Gain state: ``anchor_<k>`` / ``prev_<k>`` (B, h*w, C) per uncertainty block k (the anchor frame's and
@@ -91,8 +91,8 @@ class Frame(nn.Module):
         if self.carried:
             gain, flow, prev_out = rest[:3]
             memory = dict(zip(net.cross_fuse_list, rest[3:]))
-        frame, _, _ = net._frame(z_obs, taps, memory, {}, True, prev_out, flow, gain)
-        return (frame,) + tuple(memory[s] for s in net.cross_fuse_list)
+        frame, _, indices = net._frame(z_obs, taps, memory, {}, True, prev_out, flow, gain)
+        return (frame,) + tuple(memory[s] for s in net.cross_fuse_list) + (indices,)
 
 
 def gain_state_names(blocks: int, causal: bool) -> List[str]:
@@ -113,9 +113,9 @@ def graph_specs(net, causal: bool) -> Dict[str, Tuple[nn.Module, List[str], List
         "flow": (Flow(net), ["frames"], ["flows"]),
         "gains_first": (Gains(net, False, causal), ["z_obs"], ["gains"] + new(gain_state)),
         "gains_step": (Gains(net, True, causal), ["z_obs"] + gain_state, ["gains"] + new(gain_state)),
-        "frame_first": (Frame(net, False), ["z_obs"] + taps, ["frame"] + new(memory)),
+        "frame_first": (Frame(net, False), ["z_obs"] + taps, ["frame"] + new(memory) + ["indices"]),
         "frame_step": (Frame(net, True), ["z_obs"] + taps + ["gain", "flow", "prev_output"] + memory,
-                       ["frame"] + new(memory)),
+                       ["frame"] + new(memory) + ["indices"]),
     }
 
 
