@@ -123,7 +123,12 @@ def main() -> None:
     for round_ in range(args.rounds):
         for part in args.parts:
             for config in restorers:
-                rates[config, part].append(parts[part](config))
+                try:
+                    rates[config, part].append(parts[part](config))
+                except Exception:   # report and go on: the other configurations' figures still count
+                    import traceback
+                    traceback.print_exc()
+                    rates[config, part].append(float("nan"))
                 print(f"  round {round_ + 1} {part:8s} {config:18s} {rates[config, part][-1]:.4f} frames/s", flush=True)
     name = "keep-v1" if args.net == "real" else "keep-tiny at 128 px"
     print(f"\n{name}{' (filled)' if args.fill else ' (random)'}, {args.frames} frames, window {args.window}, "

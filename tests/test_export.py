@@ -259,3 +259,21 @@ def test_docs_numpy_loop_runs_without_torch_and_equals_eager(cli_exports, net, t
             ref.append(y[0].clamp(-1, 1).add(1).mul(127.5).round().byte().permute(1, 2, 0).numpy())
     diff = np.abs(ours.astype(int) - np.stack(ref).astype(int))
     assert ours.shape == crops.shape and diff.max() <= 2 and diff.mean() < 0.05
+
+
+def test_live_backend_flag_restores_like_torch(tmp_path, weights, capsys):
+    """keep live --backend onnxruntime: causal graphs, the same stream as the eager network (after x264)."""
+    need("onnxruntime")
+    from shared_material import VIDEOS, require
+    from keep.io import open_source
+    clip = require(VIDEOS / "synthetic_1.mp4")
+    outputs = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / f"{backend}.mp4"
+        assert main(["live", str(clip), "-o", str(out), "--aligned", "--max-frames", "5", "--weights", str(weights),
+                     "--device", "cpu", "--threads", "1", "--no-progress", "--backend", backend]) == 0
+        with open_source(out) as source:
+            outputs[backend] = [f.image.astype(int) for f in source]
+    assert "onnxruntime" in capsys.readouterr().out and "causal" in str(list((weights.parent / f"{weights.name}.onnx").iterdir()))
+    assert len(outputs["torch"]) == len(outputs["onnxruntime"]) == 5
+    assert max(np.abs(a - b).mean() for a, b in zip(outputs["torch"], outputs["onnxruntime"])) < 1.0
