@@ -261,12 +261,13 @@ def test_docs_numpy_loop_runs_without_torch_and_equals_eager(cli_exports, net, t
     assert ours.shape == crops.shape and diff.max() <= 2 and diff.mean() < 0.05
 
 
-def test_live_backend_flag_restores_like_torch(tmp_path, weights, capsys):
+def test_live_backend_flag_restores_like_torch(tmp_path, capsys):
     """keep live --backend onnxruntime: causal graphs, the same stream as the eager network (after x264)."""
     need("onnxruntime")
     from shared_material import VIDEOS, require
     from keep.io import open_source
-    clip = require(VIDEOS / "synthetic_1.mp4")
+    clip = require(VIDEOS / "synthetic_1.mp4")   # aligned 128 px faces: a 128 px network, no resize
+    weights = random_tiny_checkpoint(tmp_path / "tiny128.pth", 128)
     outputs = {}
     for backend in ("torch", "onnxruntime"):
         out = tmp_path / f"{backend}.mp4"
