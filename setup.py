@@ -21,8 +21,14 @@ setup(
         # then installs pillow 12.x, which torchvision, matplotlib and scikit-image accept). The test extra
         # has what tests/test_demo.py drives the app with: gradio (its client) and playwright.
         "demo": ["gradio>=6.0,<7; python_version>='3.10'"],
+        # --backend onnxruntime / openvino and keep export (docs/deploy.md); onnx reads the exported
+        # files back (manifest, fp16 conversion). For --device cuda install onnxruntime-gpu instead.
+        "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
+        "openvino": ["onnx>=1.15", "openvino>=2024.0"],
         "test": ["pytest>=7", "pytest-timeout", "gradio>=6.0,<7; python_version>='3.10'",
-                 "playwright>=1.40; python_version>='3.10'"],
+                 "playwright>=1.40; python_version>='3.10'",
+                 # CI tests the exporter and both CPU backends (wheels on PyPI for Linux x86-64)
+                 "onnx>=1.15", "onnxruntime>=1.17", "openvino>=2024.0"],
     },
     entry_points={"console_scripts": ["keep=keep.cli:main"]},
 )

@@ -20,6 +20,7 @@ COMMANDS = {
     "eval": ("keep.evaluation.eval_cli", "compute the paper's metrics and tables for restored clips"),
     "train": ("keep.engine.cli", "train stage I, II or III from a YAML config"),
     "config": ("keep.engine.config_cli", "show a training config fully resolved (bases, defaults, --set overrides)"),
+    "export": ("keep.deploy.export_cli", "the network as ONNX graphs with its recurrent state as named inputs/outputs"),
     "download": ("keep.download_cli", "fetch a pretrained file from the weights registry"),
     "doctor": ("keep.doctor_cli", "first-run check: every pretrained file present, its sha256, loads strictly (never downloads)"),
     "demo": ("keep.demo.cli", "local web page: restore a video, compare before and after frame by frame"),

@@ -176,7 +176,8 @@ def window_attention(q: Tensor, k: Tensor, v: Tensor, height: int, width: int, s
     """
     b, _, c = q.shape
     q, k, v = (t.view(b, height, width, c) for t in (q, k, v))
-    shift_hw = (height // splits // 2, width // splits // 2)
+    # int(): the roll's shift is a constant of the image size, also when an ONNX export traces the sizes
+    shift_hw = (int(height) // splits // 2, int(width) // splits // 2)
     if shift:
         q, k, v = (torch.roll(t, shifts=(-shift_hw[0], -shift_hw[1]), dims=(1, 2))
                    for t in (q, k, v))

@@ -117,8 +117,10 @@ class UncertaintyBlock(nn.Module):
         out = F.scaled_dot_product_attention(split_heads(q, attn.heads), split_heads(k, attn.heads),
                                              split_heads(v, attn.heads), attn_mask=mask)
         seq = seq + attn.to_out[1](attn.to_out[0](merge_heads(out)))
-        start = max(k.shape[1] - (window - 1), 0)  # the frames the next query may still see
-        new_cache = (k[:, start:].clone(), v[:, start:].clone())
+        # the last window - 1 frames (the ones the next query may still see); a constant negative start,
+        # not one computed from k's length, so an exported graph keeps the length dynamic
+        keep = slice(-(window - 1), None) if window > 1 else slice(0, 0)
+        new_cache = (k[:, keep].clone(), v[:, keep].clone())
         return seq.view(b, n, t, c).transpose(1, 2), new_cache
 
     def _spatial(self, hidden: torch.Tensor, anchor: Optional[torch.Tensor],

@@ -378,6 +378,22 @@ class KEEP(nn.Module, CodeTransformerMixin):
             return x
         return self.generator(quant, fuse)
 
+    def _frame(self, z_obs: torch.Tensor, taps: Dict[str, torch.Tensor], memory: Dict[str, torch.Tensor],
+               feats: Dict[str, List[torch.Tensor]], detach_codes: bool, prev_out: Optional[torch.Tensor] = None,
+               flow: Optional[torch.Tensor] = None, gain: Optional[torch.Tensor] = None
+               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One frame of the recurrence (also the per-frame graphs of keep/deploy/graphs.py): observed codes
+        (B, C, h, w) and CFT taps of the frame; with ``prev_out`` (the previous restored frame) its
+        prediction is fused with the gain, else the observation is used alone (first frame of a stream).
+        ``memory`` (CFA) is updated in place. Returns (restored frame, logits, indices)."""
+        z = z_obs
+        if prev_out is not None:
+            # predict: E_H(warp(y_{t-1})) (Eq. 12); update: gain on the prediction (see kalman.py)
+            z_pred, _ = self.hq_encoder(flow_warp(prev_out.detach(), flow))
+            z = self.kalman_filter.update(z, z_pred, gain)
+        logits, indices, quant = self._quantise(z, detach_codes)
+        return self._decode(quant, taps, memory, feats), logits, indices
+
     def _run(self, x: torch.Tensor, need_upscale: bool, flows: Optional[torch.Tensor],
              state: Optional[KalmanState], propagate: bool, detach_codes: bool,
              feature_scales: Sequence[str], causal: Optional[bool] = None) -> KEEPOutput:
@@ -411,13 +427,9 @@ class KEEP(nn.Module, CodeTransformerMixin):
         offset = 1 if state is None else 0  # flows[:, i - offset] leads into frame i
         outs, all_logits, all_indices = [], [], []
         for i in range(t):
-            z = z_obs[:, i]
-            if prev_out is not None:
-                # predict: E_H(warp(y_{t-1})) (Eq. 12); update: gain on the prediction (see kalman.py)
-                z_pred, _ = self.hq_encoder(flow_warp(prev_out.detach(), flows[:, i - offset]))
-                z = self.kalman_filter.update(z, z_pred, gains[:, i])
-            logits, indices, quant = self._quantise(z, detach_codes)
-            prev_out = self._decode(quant, {s: f[:, i] for s, f in taps.items()}, memory, feats)
+            prev_out, logits, indices = self._frame(
+                z_obs[:, i], {s: f[:, i] for s, f in taps.items()}, memory, feats, detach_codes,
+                prev_out, None if prev_out is None else flows[:, i - offset], gains[:, i])
             outs.append(prev_out)
             all_logits.append(logits)
             all_indices.append(indices)

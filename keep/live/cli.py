@@ -158,14 +158,23 @@ def build_restorer(args: argparse.Namespace, notes):
     from keep.live.faces import CausalNetwork, LiveFaceRestorer, SmoothingOptions
     from keep.restore.restorer import resolve_device
 
-    device = resolve_device(args.device)
     if args.threads is not None:
         import torch
         torch.set_num_threads(args.threads)
-    net = load_model(args.weights, device=device)
-    if args.causal_window is not None:
-        net.kalman_filter.window = args.causal_window
-    network = CausalNetwork(net, device, args.precision)
+    if args.backend == "torch":
+        device = resolve_device(args.device)
+        net = load_model(args.weights, device=device)
+        if args.causal_window is not None:
+            net.kalman_filter.window = args.causal_window
+        network = CausalNetwork(net, device, args.precision)
+    else:   # onnxruntime / OpenVINO run causal graphs of the same weights (keep/deploy)
+        import torch
+        from keep.deploy.network import load_network
+        device = torch.device("cpu")
+        net, note = load_network(args.weights, args.backend, args.device, args.precision, causal=True,
+                                 causal_window=args.causal_window)
+        notes.append(note)
+        network = CausalNetwork(net, device)
     smoothing = SmoothingOptions(args.min_cutoff, args.beta, args.d_cutoff, args.max_hold,
                                  enabled=args.smoothing == "one-euro")
     if args.aligned:

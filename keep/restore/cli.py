@@ -17,7 +17,9 @@ from keep.io.errors import InputError
 
 def add_device_arguments(parser: argparse.ArgumentParser, strict_fp32: bool) -> None:
     """--device and the precision flags (dest ``precision``), shared by ``keep restore`` and ``keep live``."""
+    from keep.deploy.options import add_backend_argument
     parser.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
+    add_backend_argument(parser)
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16", default="fp32",
                            help="float16 autocast (GPU)")
@@ -303,7 +305,7 @@ def _make_restorer(args: argparse.Namespace, progress_bars: bool):
         precision=args.precision, sigma=args.smooth_sigma, max_gap=args.max_gap, shots=args.shots,
         min_face=args.min_face, save_faces=args.save_faces, save_cropped=args.save_cropped,
         save_frames=args.save_frames, compare=args.compare, overwrite=args.overwrite, crf=args.crf,
-        progress=progress_bars, overlap=args.overlap)
+        progress=progress_bars, overlap=args.overlap, backend=args.backend)
     preflight.check_model_files(options)   # every file found (or fetched) before any network loads
     if progress_bars:   # the 634 MB network takes seconds to load (a minute on a busy CPU): say so
         print("loading the models...", file=sys.stderr, flush=True)

@@ -42,3 +42,4 @@ class RestoreOptions:
     max_batch: Optional[int] = None       # faces per network call (None: from the device's free memory)
     device_path: str = "auto"             # internal (CI): "force" runs the GPU code path on any device (see
                                           # keep/restore/device_geometry.py: device_path_forced)
+    backend: str = "torch"                # "torch", or "onnxruntime" / "openvino" (keep/deploy)

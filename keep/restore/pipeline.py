@@ -141,7 +141,8 @@ class VideoRestorer:
     def __init__(self, options: RestoreOptions, net: Optional[torch.nn.Module] = None):
         from keep.api import load_model
         self.options = options
-        self.device = resolve_device(options.device)
+        self.notes: List[str] = []
+        self.device = resolve_device(options.device) if options.backend == "torch" else torch.device("cpu")
         if options.window is None:   # the rule: keep/restore/progress.py (first frame out within about a minute)
             options = self.options = dataclasses.replace(options, window=default_window(self.device))
         if options.window < 1:
@@ -150,14 +151,19 @@ class VideoRestorer:
             raise ValueError("--upscale must be an integer >= 1")
         if options.fps is not None and options.fps <= 0:
             raise ValueError(f"--fps must be positive, got {options.fps}")
+        precision = options.precision
+        if net is None and options.backend != "torch":   # the network runs in onnxruntime / OpenVINO
+            from keep.deploy.network import load_network
+            net, note = load_network(options.weights, options.backend, options.device, precision)
+            self.notes.append(note)
+            precision = "fp32"   # the runtime's precision is the network's; the pipeline's tensors stay fp32
         self.net = net if net is not None else load_model(options.weights, device=self.device)
         # CI forces the GPU code path on CPU tensors (device_geometry.device_path_forced)
         self.forced_device_path = device_geometry.device_path_forced(options.device_path)
         max_batch = options.max_batch or default_max_batch(self.device, int(self.net.img_size), options.window)
-        self.restorer = BatchRestorer(self.net, self.device, options.precision, options.reset_state_per_window,
+        self.restorer = BatchRestorer(self.net, self.device, precision, options.reset_state_per_window,
                                       propagate=not options.image_baseline, cpu_autocast=self.forced_device_path,
                                       max_batch=max_batch)
-        self.notes: List[str] = []
         if options.all_faces:
             self.notes.append(f"at most {max_batch} faces per network call"
                               f"{' (--max-batch)' if options.max_batch else ' (from free memory; --max-batch)'}")
