@@ -2,7 +2,7 @@
 
 The released architecture (``--fill``: the conformance fill.py weights; the real checkpoint with
 ``--weights``) is exported once; the clip's first ``--frames`` frames, resized to the network's size
-(the aligned synthetic clips of ../shared/videos are face crops), are restored in windows with the
+(give an aligned face clip: the frames are taken as face crops), are restored in windows with the
 state carried, in fp32 and in the reduced precision; per frame: PSNR of the uint8 outputs against
 fp32's and the fraction of the 16x16 codes chosen identically.
 

@@ -5,9 +5,7 @@ with the state carried; the exported side runs the ONNX files with onnxruntime a
 carries its state through the graphs' named inputs and outputs. The packages are optional: without
 them these tests skip, except under CI (the test extra installs them there).
 """
-import importlib
 import json
-import os
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ import torch
 from keep.api import load_model
 from keep.cli import main
 
+from optional_packages import need
 from tiny_models import random_tiny_checkpoint
 
 SIZE = 64
@@ -24,15 +23,6 @@ SIZE = 64
 # run: no worse than eager fp32 (ACCURACY x its error, plus SLACK), and close to eager fp32 (TOL).
 # A wrong state, flow, gain or memory moves frames by 0.1 or more.
 TOL, ACCURACY, SLACK = 2e-2, 2.0, 1e-3
-
-
-def need(package: str):
-    try:
-        return importlib.import_module(package)
-    except ImportError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"{package} not installed (pip install -e \".[onnx]\" / \".[openvino]\")")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ observe and gain graphs are judged on their own; the per-frame recurrence given 
 (filled weights make GMFlow's flows wild, so later frames amplify flow differences far below the
 flow tolerance, as the README explains). Tolerances: the README's, from tests/shared_material.py.
 """
-import importlib
 import os
 
 import numpy as np
@@ -16,6 +15,7 @@ import torch
 
 from keep.api import create_model
 
+from optional_packages import need
 from shared_material import CONFORMANCE, TOLERANCE, fixture_input, load_fill, require
 
 FIXTURE = CONFORMANCE / "keep_seed0.npz"
@@ -23,15 +23,6 @@ FIXTURE = CONFORMANCE / "keep_seed0.npz"
 # the filled weights (|flow| up to ~430 px; even with EXECUTION_MODE_HINT=ACCURACY), beyond the README's
 # 5e-2, which onnxruntime meets. Measured, so asserted: a wrong flow is off by whole pixels.
 FLOW_TOLERANCE = {"onnxruntime": TOLERANCE["flows"], "openvino": 0.15}
-
-
-def need(package: str):
-    try:
-        return importlib.import_module(package)
-    except ImportError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"{package} not installed (pip install -e \".[onnx]\" / \".[openvino]\")")
 
 
 @pytest.fixture(scope="module")
