@@ -1,6 +1,6 @@
 """Bad-input table for the commands without a table of their own: `keep live`, `degrade`, `prepare`,
-`download` and `demo` (keep/io/outputs.py's rule: outputs never overlap inputs, only what a command made
-is replaced, one run per output; and the one-line errors of issue 20, item 10).
+`prepare-vfhq`, `download` and `demo` (keep/io/outputs.py's rule: outputs never overlap inputs, only what a
+command made is replaced, one run per output; and the one-line errors of issue 20, item 10).
 
 One row per case: ``setup(ws, monkeypatch)`` prepares the workspace and returns the argv; the row names
 the exit code and a fragment of the message. For every row: no traceback, the inputs byte for byte
@@ -108,6 +108,16 @@ def prepare_output_inside_the_input(ws, _):
     return ["prepare", str(ws / "inputs" / "gt"), "-o", str(ws / "inputs" / "gt" / "dataset"), "--detector", "dlib"]
 
 
+def prepare_vfhq_output_is_the_input(ws, _):
+    # refused before the tree is read (keep/io/outputs.py claimed_folder): any folder stands for the tree
+    return ["prepare-vfhq", "--dicface", str(ws / "inputs"), "-o", str(ws / "inputs" / "gt" / "..")]  # respelled
+
+
+def prepare_vfhq_output_inside_the_frames(ws, _):
+    return ["prepare-vfhq", "--frames", str(ws / "inputs" / "gt"), "--annotations", str(ws / "inputs" / "d"),
+            "--level", "mild", "-o", str(ws / "inputs" / "gt" / "aligned")]
+
+
 def prepare_video_without_a_face(ws, _):
     pytest.importorskip("dlib")
     return ["prepare", _clip(ws), "-o", str(ws / "out"), "--detector", "dlib", "--size", "64"]
@@ -172,6 +182,9 @@ CASES = [
          _holiday_kept),
     Case("degrade-second-run-refused", degrade_second_run_refused, 2, "being written by keep degrade (pid 1)"),
     Case("prepare-output-inside-the-input", prepare_output_inside_the_input, 2, "lies inside the input"),
+    Case("prepare-vfhq-output-is-the-input", prepare_vfhq_output_is_the_input, 2, "lies inside the input"),
+    Case("prepare-vfhq-output-inside-the-frames", prepare_vfhq_output_inside_the_frames, 2,
+         "lies inside the input"),
     Case("prepare-video-without-a-face", prepare_video_without_a_face, 1, "no face found in any of its 6 frames",
          _no_training_clip),
     Case("download-failure-leaves-no-folder", download_failure_leaves_no_folder, 1, "could not download",

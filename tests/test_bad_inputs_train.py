@@ -1,7 +1,8 @@
 """Bad inputs to `keep train`: each case ends in a one-line message and exit 1 or 2, never a traceback.
 
-One row per case (issue 8, items 6, 8, 9, 10); add rows as cases are found. Each row prepares a
-run folder, returns the `keep train` arguments, and names a phrase the message must contain.
+One row per case (issue 8, items 6, 8, 9, 10; issue 20); add rows as cases are found. Each row prepares a
+run folder, returns the `keep train` arguments, the exit code, a phrase the message must contain and,
+optionally, a check run afterwards.
 """
 import errno
 import os
@@ -103,19 +104,48 @@ def run_folder_in_use(tmp):
     return _args(tmp), 1, "being written by keep train (pid 1)"
 
 
+def _data_root(tmp):
+    """A folder of training clips (one clip, one frame) and a check that the run left it byte for byte as
+    it was: a run folder inside it would write checkpoints into the user's data (keep/io/outputs.py)."""
+    frame = tmp / "data" / "clip_a" / "00000000.png"
+    frame.parent.mkdir(parents=True)
+    frame.write_bytes(b"the user's frame")
+
+    def untouched():
+        assert sorted(p.relative_to(tmp) for p in (tmp / "data").rglob("*")) == \
+            [Path("data/clip_a"), Path("data/clip_a/00000000.png")]
+        assert frame.read_bytes() == b"the user's frame"
+    return tmp / "data", untouched
+
+
+def run_folder_inside_the_data(tmp):
+    data, untouched = _data_root(tmp)
+    argv = _args(tmp, "data.train.procedural=null", f"data.train.root={data}", f"output_dir={data}")
+    return argv, 1, "lies inside the input", untouched
+
+
+def run_folder_is_the_data(tmp):
+    data, untouched = _data_root(tmp)
+    argv = _args(tmp, "data.train.procedural=null", f"data.train.root={data}", f"output_dir={tmp}", "name=data")
+    return argv, 1, "would replace the input", untouched
+
+
 CASES = [malformed_yaml, missing_config, unknown_net_type, bad_arch_argument, absurd_size, init_with_foreign_keys,
          truncated_init, malicious_resume, resume_with_changed_net, resume_foreign_file, run_folder_in_use,
-         inflating_init, html_page_as_init, infinite_learning_rate, loss_turns_nan]
+         inflating_init, html_page_as_init, infinite_learning_rate, loss_turns_nan, run_folder_inside_the_data,
+         run_folder_is_the_data]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__)
 def test_bad_input_is_a_clean_error(case, tmp_path, capsys, one_thread):
-    argv, code, phrase = case(tmp_path)
+    argv, code, phrase, *check = case(tmp_path)   # a fourth element: a check run afterwards
     capsys.readouterr()
     assert main(argv) == code  # an uncaught exception (a traceback) fails here
     err = capsys.readouterr().err
     assert phrase.lower() in err.lower(), err
     assert "Traceback" not in err
+    for extra in check:
+        extra()
 
 
 def test_truncated_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys, one_thread):

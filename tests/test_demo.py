@@ -427,3 +427,23 @@ def test_browser_restores_plays_and_steps_through_frames(app, wild_clip, broken_
             assert "broken.mp4" in status.inner_text() and "Traceback" not in page.content()
         finally:
             browser.close()
+
+
+@pytest.mark.parametrize("device, expected", [("cpu", 4), ("cuda", 20)])
+def test_window_slider_starts_at_keep_restores_default_for_the_device(device, expected, tmp_path, monkeypatch):
+    """The slider's default is the window `keep restore` uses without --window on the app's device (4 on
+    the CPU, the release's 20 on a GPU; docs/restore.md), so a CPU demo shows its first frame as soon."""
+    import gradio as gr
+    import torch
+
+    from keep.demo import app as app_module
+    monkeypatch.setattr(app_module, "resolve_device", lambda _: torch.device(device))   # no GPU needed
+    workspace = Workspace(tmp_path / "work")
+    try:
+        page = app_module.build_app(workspace, device=device, weights="keep-v1")
+        sliders = [b for b in page.blocks.values() if isinstance(b, gr.Slider) and b.label.startswith("Window")]
+        assert [s.value for s in sliders] == [expected]
+    finally:
+        workspace.close()
+    # settings made without a window leave it to the restore's rule, as `keep restore` without --window
+    assert DemoSettings().options(tmp_path, device).window is None

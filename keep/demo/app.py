@@ -17,6 +17,7 @@ import torch
 from keep.demo.frames import frame_view
 from keep.demo.job import DemoSettings, ModelCache, RestoreJob
 from keep.demo.workspace import UPLOAD_SUFFIXES, Limits, Workspace
+from keep.restore.progress import default_window
 from keep.restore.restorer import resolve_device
 from keep.weights import WEIGHTS
 
@@ -47,7 +48,8 @@ def build_app(workspace: Workspace, limits: Limits = Limits(), models: Optional[
               device: str = "auto", weights: str = "keep-v1", examples: Sequence[Path] = ()) -> gr.Blocks:
     models = models or ModelCache()
     threads = torch.get_num_threads()   # the app's (--threads): each run's worker thread uses it too
-    device_name = str(resolve_device(device))
+    resolved_device = resolve_device(device)
+    device_name = str(resolved_device)
     choices = keep_weight_names()
     if weights not in choices:
         choices = [weights] + choices
@@ -73,7 +75,9 @@ def build_app(workspace: Workspace, limits: Limits = Limits(), models: Optional[
                                           elem_id="aligned")
                     detector = gr.Radio(["retinaface", "dlib"], value="retinaface", label="Face detector")
                     all_faces = gr.Checkbox(False, label="All faces (else the one nearest the centre)")
-                    window = gr.Slider(1, 60, value=20, step=1, label="Window (frames per network call)")
+                    # keep restore's default for this device (one rule: keep/restore/progress.py)
+                    window = gr.Slider(1, 60, value=default_window(resolved_device), step=1,
+                                       label="Window (frames per network call)")
                     state = gr.Radio([STATE_CARRIED, STATE_RESET], value=STATE_CARRIED, label="Kalman state")
                     baseline = gr.Checkbox(False, label="Image baseline (each frame alone, no propagation)")
                     upsampler = gr.Dropdown([NO_UPSAMPLER, "realesrgan"], value=NO_UPSAMPLER,

@@ -42,7 +42,7 @@ class DemoSettings:
     detector: str = "retinaface"
     aligned: bool = False
     all_faces: bool = False
-    window: int = 20
+    window: Optional[int] = None           # None: keep restore's default (keep/restore/progress.py)
     reset_state_per_window: bool = False
     image_baseline: bool = False
     bg_upsampler: Optional[str] = None
@@ -56,7 +56,8 @@ class DemoSettings:
     def options(self, output_dir: Path, device: str) -> RestoreOptions:
         return RestoreOptions(
             output_dir=output_dir, weights=self.weights_source, detector=self.detector, aligned=self.aligned,
-            all_faces=self.all_faces, window=int(self.window), reset_state_per_window=self.reset_state_per_window,
+            all_faces=self.all_faces, window=None if self.window is None else int(self.window),
+            reset_state_per_window=self.reset_state_per_window,
             image_baseline=self.image_baseline, bg_upsampler=self.bg_upsampler or None, device=device,
             precision=self.precision, crf=int(self.crf), compare=True, save_faces=True, save_cropped=True,
             save_frames=True, progress=False)
@@ -64,7 +65,7 @@ class DemoSettings:
     def describe(self) -> str:
         weights = Path(self.checkpoint).name if self.checkpoint else self.weights
         parts = [f"weights {weights}", "aligned input" if self.aligned else f"detector {self.detector}",
-                 "all faces" if self.all_faces else "centre face", f"window {self.window}",
+                 "all faces" if self.all_faces else "centre face", f"window {self.window or 'default'}",
                  "state reset per window" if self.reset_state_per_window else "state carried across windows",
                  self.precision, f"CRF {self.crf}"]
         if self.image_baseline:

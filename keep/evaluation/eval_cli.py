@@ -56,9 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot-clips", nargs="*", default=[],
                         help="clips to plot (identity over time, temporal slice, per-frame PSNR / flicker)")
     parser.add_argument("--slice-column", type=int, default=None, help="pixel column of the temporal slice (default: centre)")
-    parser.add_argument("--window", type=int, default=20,
+    parser.add_argument("--window", type=int, default=None,
                         help="frames per window of the restoration, for the window-boundary report and plots "
-                             "(keep restore --window; default 20)")
+                             "(keep restore --window); default: the window keep restore recorded in the "
+                             "prediction videos, else 20 (keep restore's default on a GPU; it uses 4 on the CPU)")
     parser.add_argument("--max-frames", type=int, default=None, help="evaluate only the first N frames of each clip")
     parser.add_argument("--crop-border", type=int, default=0, help="pixels shaved off each side for PSNR/SSIM")
     parser.add_argument("--lpips-net", choices=["alex", "vgg"], default="alex", help="LPIPS backbone (column lpips_NET)")
@@ -145,13 +146,31 @@ def _settings(args, methods, metrics) -> Dict[str, str]:
            "metrics": ", ".join(metrics.label(n) for n in metrics.requested),
            "max frames": str(args.max_frames) if args.max_frames else "all",
            "crop border (PSNR/SSIM)": str(args.crop_border),
-           "window (boundary report)": str(args.window),
+           "window (boundary report)": f"{args.window} ({args.window_source})",
            "backends required": "yes" if args.require_backends else "no (substitutes allowed, marked †)",
            "device": args.device}
     for line in args.setting:
         key, _, value = line.partition("=")
         out[key.strip()] = value.strip()
     return out
+
+
+def _restore_window(args: argparse.Namespace):
+    """The window of the boundary report and where it came from: --window, else the one keep restore
+    recorded in the prediction videos (keep/restore/window_tag.py), else keep restore's default on a GPU."""
+    from keep.restore.progress import DEFAULT_WINDOW, default_window
+    from keep.restore.window_tag import window_of_predictions
+    if args.window is not None:
+        return args.window, "--window"
+    window, source = window_of_predictions(args.pred)
+    if window is not None:
+        return window, source
+    # the restore's device is unknown here: the rule's GPU value, and a note for a CPU restore
+    cpu = default_window("cpu")
+    print(f"keep eval: note: {source}; the boundary report assumes {DEFAULT_WINDOW} (keep restore's default on "
+          f"a GPU); if the predictions were restored on the CPU without --window, pass --window {cpu}",
+          file=sys.stderr)
+    return DEFAULT_WINDOW, f"assumed: {source}"
 
 
 def main(args: argparse.Namespace) -> int:
@@ -172,8 +191,9 @@ def main(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     names = parse_metric_names(args.metrics)
     methods = _method_names(args.pred, args.names)
-    if args.window < 1:
+    if args.window is not None and args.window < 1:
         raise UsageError(f"--window must be at least 1, got {args.window}")
+    args.window, args.window_source = _restore_window(args)
     if args.max_frames is not None and args.max_frames < 1:
         raise UsageError(f"--max-frames must be at least 1, got {args.max_frames}")
     if args.crop_border < 0:

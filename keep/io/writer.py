@@ -73,7 +73,8 @@ class VideoWriter:
 
     def __init__(self, path: Path, width: int, height: int, fps: Fraction, time_base: Fraction,
                  audio_from: Optional[Path] = None, crf: int = 18, preset: str = "medium",
-                 color: Optional[Dict[str, int]] = None, deep: bool = False):
+                 color: Optional[Dict[str, int]] = None, deep: bool = False,
+                 tags: Optional[Dict[str, str]] = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = partial_path(self.path)
@@ -93,6 +94,7 @@ class VideoWriter:
         codec = codec or "libx264"
         pix_fmt = _DEEP_FORMAT if self.bit_depth > 8 else "yuv420p"
         self._container = av.open(str(self.tmp), mode="w", format="mp4")
+        self._container.metadata.update(tags or {})   # container tags, e.g. keep.restore.window_tag
         stream = self._container.add_stream(codec, rate=Fraction(fps))
         stream.width, stream.height = width + width % 2, height + height % 2
         stream.pix_fmt = pix_fmt

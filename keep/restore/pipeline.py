@@ -50,6 +50,7 @@ from keep.restore import device_geometry
 from keep.restore.batching import BatchRestorer, Crop, default_max_batch
 from keep.restore.options import RestoreOptions
 from keep.restore.progress import RunProgress, default_window
+from keep.restore.window_tag import window_tags
 from keep.restore.restorer import resolve_device
 from keep.restore.stages import Stage, StageError, prefetch
 from keep.weights import WeightsNotFoundError
@@ -277,7 +278,7 @@ class _Run:
         self.retime = o.fps is not None and info.kind == "video"
         deep = needs_deep_output(info.bit_depth, info.color)   # 10-bit out for >8-bit or HDR in
         self.writer = VideoWriter(out, self.out_w, self.out_h, fps, time_base, audio_from=audio, crf=o.crf,
-                                  color=info.color, deep=deep)
+                                  color=info.color, deep=deep, tags=window_tags(o.window))
         self.summary.notes.append(f"output: {self.writer.description}")
         if self.writer.padded:
             self.summary.notes.append(f"odd size {self.out_w}x{self.out_h}: padded by one pixel to even "
