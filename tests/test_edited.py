@@ -1,7 +1,9 @@
 """Edited footage through the one face pipeline (keep/face/tracks.py): each shot of a two-shot clip comes
-out of `keep restore` and `keep live` exactly as that shot restored alone; a face that pans out is not
-pasted over its gap; single-face mode stays with its person when someone passes in front; faces under
+out of `keep restore`, `keep live` and the demo's job exactly as that shot restored alone; a face that
+pans out is not pasted over its gap; single-face mode stays with its person when someone passes in front; faces under
 --min-face are left alone and counted. Clips from ../shared/videos, dlib, a tiny random network."""
+import zipfile
+
 import numpy as np
 import pytest
 import torch
@@ -49,12 +51,17 @@ def _restore(tmp_path, weights, frames, name, **kw):
     options = RestoreOptions(output_dir=out, weights=str(weights), detector="dlib", window=3, progress=False,
                              mask="square", save_faces=True, save_cropped=True, save_frames=True, **kw)
     summary = VideoRestorer(options).run(folder, name=name)
+    return summary, _saved(out / name)
+
+
+def _saved(extras):
+    """The crops, restored faces and final frames a run saved under ``extras``, by frame: PNG bytes."""
     found = {}
     for kind in ("cropped_faces", "restored_faces"):
-        for path in (out / name / kind).glob("*.png"):
+        for path in (extras / kind).glob("*.png"):
             found.setdefault(kind, {}).setdefault(int(path.name[:8]), []).append(path.read_bytes())
-    found["final_frames"] = {int(p.stem): [p.read_bytes()] for p in (out / name / "final_frames").glob("*.png")}
-    return summary, found
+    found["final_frames"] = {int(p.stem): [p.read_bytes()] for p in (extras / "final_frames").glob("*.png")}
+    return found
 
 
 @pytest.mark.timeout(300)
@@ -72,6 +79,37 @@ def test_restore_gives_each_shot_as_if_cut_out_and_restored_alone(tmp_path, tiny
     # without shot boundaries the second shot is not what it gives alone (state, smoothing, tracking cross)
     _, crossed = _restore(tmp_path, tiny_weights, np.concatenate([a, b]), "crossed", shots="off")
     assert any(crossed["final_frames"][SHOT + t] != alone["final_frames"][t] for t in range(SHOT))
+
+
+def _demo(tmp_path, weights, frames, name):
+    """The demo's job (keep/demo/job.py) on ``frames`` uploaded as a zip of PNGs, as the page runs it."""
+    import cv2
+    from keep.demo.job import DemoSettings, ModelCache, RestoreJob
+    from keep.demo.workspace import Limits
+    archive = tmp_path / "uploads" / f"{name}.zip"
+    archive.parent.mkdir(exist_ok=True)
+    with zipfile.ZipFile(archive, "w") as zf:
+        for t, image in enumerate(frames):
+            zf.writestr(f"{name}/{t:08d}.png", cv2.imencode(".png", image[..., ::-1])[1].tobytes())
+    folder = tmp_path / "runs" / name
+    folder.mkdir(parents=True)
+    job = RestoreJob(str(archive), DemoSettings(weights=str(weights), detector="dlib", window=3), folder, Limits(),
+                     ModelCache(download=False), device="cpu", threads=1).run()
+    assert job.state == "done", job.error
+    return job.result, _saved(job.result.faces.parent)
+
+
+@pytest.mark.timeout(300)
+def test_demo_gives_each_shot_as_if_cut_out_and_restored_alone(tmp_path, tiny_weights, two_shots):
+    a, b = two_shots
+    result, whole = _demo(tmp_path, tiny_weights, np.concatenate([a, b]), "whole")
+    assert "cuts before frames 8" in result.summary
+    for offset, frames, name in ((0, a, "first"), (SHOT, b, "second")):
+        _, alone = _demo(tmp_path, tiny_weights, frames, name)
+        for kind in ("cropped_faces", "restored_faces", "final_frames"):
+            assert len(alone[kind]) == SHOT
+            for t in range(SHOT):
+                assert whole[kind].get(offset + t) == alone[kind][t], (kind, offset + t)
 
 
 @pytest.mark.timeout(300)
