@@ -1,7 +1,8 @@
 """Edited footage through the one face pipeline (keep/face/tracks.py): each shot of a two-shot clip comes
 out of `keep restore`, `keep live` (--shots auto or a cut list) and the demo's job exactly as that shot
 restored alone; a face that pans out is not pasted over its gap; single-face mode stays with its person
-when someone passes in front; faces under --min-face are left alone and counted. Clips from ../shared/videos, dlib, a tiny random network."""
+when someone passes in front; faces under --min-face are left alone and counted. Clips from
+../shared/videos, dlib, a tiny random network."""
 import zipfile
 
 import numpy as np
