@@ -1,7 +1,10 @@
 """Edited footage through the one face pipeline (keep/face/tracks.py): each shot of a two-shot clip comes
-out of `keep restore` and `keep live` exactly as that shot restored alone; a face that pans out is not
-pasted over its gap; single-face mode stays with its person when someone passes in front; faces under
---min-face are left alone and counted. Clips from ../shared/videos, dlib, a tiny random network."""
+out of `keep restore`, `keep live` (--shots auto or a cut list) and the demo's job exactly as that shot
+restored alone; a face that pans out is not pasted over its gap; single-face mode stays with its person
+when someone passes in front; faces under --min-face are left alone and counted. Clips from
+../shared/videos, dlib, a tiny random network."""
+import zipfile
+
 import numpy as np
 import pytest
 import torch
@@ -49,12 +52,17 @@ def _restore(tmp_path, weights, frames, name, **kw):
     options = RestoreOptions(output_dir=out, weights=str(weights), detector="dlib", window=3, progress=False,
                              mask="square", save_faces=True, save_cropped=True, save_frames=True, **kw)
     summary = VideoRestorer(options).run(folder, name=name)
+    return summary, _saved(out / name)
+
+
+def _saved(extras):
+    """The crops, restored faces and final frames a run saved under ``extras``, by frame: PNG bytes."""
     found = {}
     for kind in ("cropped_faces", "restored_faces"):
-        for path in (out / name / kind).glob("*.png"):
+        for path in (extras / kind).glob("*.png"):
             found.setdefault(kind, {}).setdefault(int(path.name[:8]), []).append(path.read_bytes())
-    found["final_frames"] = {int(p.stem): [p.read_bytes()] for p in (out / name / "final_frames").glob("*.png")}
-    return summary, found
+    found["final_frames"] = {int(p.stem): [p.read_bytes()] for p in (extras / "final_frames").glob("*.png")}
+    return found
 
 
 @pytest.mark.timeout(300)
@@ -74,6 +82,37 @@ def test_restore_gives_each_shot_as_if_cut_out_and_restored_alone(tmp_path, tiny
     assert any(crossed["final_frames"][SHOT + t] != alone["final_frames"][t] for t in range(SHOT))
 
 
+def _demo(tmp_path, weights, frames, name):
+    """The demo's job (keep/demo/job.py) on ``frames`` uploaded as a zip of PNGs, as the page runs it."""
+    import cv2
+    from keep.demo.job import DemoSettings, ModelCache, RestoreJob
+    from keep.demo.workspace import Limits
+    archive = tmp_path / "uploads" / f"{name}.zip"
+    archive.parent.mkdir(exist_ok=True)
+    with zipfile.ZipFile(archive, "w") as zf:
+        for t, image in enumerate(frames):
+            zf.writestr(f"{name}/{t:08d}.png", cv2.imencode(".png", image[..., ::-1])[1].tobytes())
+    folder = tmp_path / "runs" / name
+    folder.mkdir(parents=True)
+    job = RestoreJob(str(archive), DemoSettings(weights=str(weights), detector="dlib", window=3), folder, Limits(),
+                     ModelCache(download=False), device="cpu", threads=1).run()
+    assert job.state == "done", job.error
+    return job.result, _saved(job.result.faces.parent)
+
+
+@pytest.mark.timeout(300)
+def test_demo_gives_each_shot_as_if_cut_out_and_restored_alone(tmp_path, tiny_weights, two_shots):
+    a, b = two_shots
+    result, whole = _demo(tmp_path, tiny_weights, np.concatenate([a, b]), "whole")
+    assert "cuts before frames 8" in result.summary
+    for offset, frames, name in ((0, a, "first"), (SHOT, b, "second")):
+        _, alone = _demo(tmp_path, tiny_weights, frames, name)
+        for kind in ("cropped_faces", "restored_faces", "final_frames"):
+            assert len(alone[kind]) == SHOT
+            for t in range(SHOT):
+                assert whole[kind].get(offset + t) == alone[kind][t], (kind, offset + t)
+
+
 @pytest.mark.timeout(300)
 def test_aligned_crops_with_a_cut_list_file_restart_the_state_at_the_cut(tmp_path, tiny_weights, two_shots):
     import cv2
@@ -88,24 +127,76 @@ def test_aligned_crops_with_a_cut_list_file_restart_the_state_at_the_cut(tmp_pat
         assert whole["restored_faces"][4 + t] == alone["restored_faces"][t], t
 
 
-@pytest.mark.timeout(300)
-def test_live_gives_each_shot_as_if_it_started_there(tiny_weights, two_shots, dlib_detector):
+@pytest.fixture(scope="module")
+def tiny_net(tiny_weights):
     from keep.api import load_model
-    from keep.live.faces import CausalNetwork, LiveFaceRestorer
-    a, b = two_shots
     torch.set_num_threads(1)
-    net = load_model(str(tiny_weights))
+    return load_model(str(tiny_weights))
 
-    def live(frames):
-        restorer = LiveFaceRestorer(CausalNetwork(net, torch.device("cpu")), detector=dlib_detector,
-                                    paster=FacePaster(1))
-        return [restorer.process(f, t / 20) for t, f in enumerate(frames)], restorer
-    whole, restorer = live(np.concatenate([a, b]))
+
+def _live(net, detector, frames, reads=None, shots="auto"):
+    """`keep live`'s per-frame restorer on ``frames``; ``reads``: their numbers among the frames read
+    (the ones missing were dropped), by default 0, 1, 2 ... Frame t of the stream is due at t / 20 s."""
+    from keep.live.faces import CausalNetwork, LiveFaceRestorer
+    restorer = LiveFaceRestorer(CausalNetwork(net, torch.device("cpu")), detector=detector, paster=FacePaster(1),
+                                shots=shots)
+    reads = range(len(frames)) if reads is None else reads
+    return [restorer.process(f, t / 20, t) for t, f in zip(reads, frames)], restorer
+
+
+@pytest.mark.timeout(300)
+def test_live_gives_each_shot_as_if_it_started_there(tiny_net, two_shots, dlib_detector):
+    a, b = two_shots
+    whole, restorer = _live(tiny_net, dlib_detector, np.concatenate([a, b]))
     assert restorer.cuts == [SHOT] and restorer.tracks_started == 2
-    alone, _ = live(b)
+    alone, _ = _live(tiny_net, dlib_detector, b)
     for t in range(SHOT):
         assert np.array_equal(whole[SHOT + t], alone[t]), t
     assert not np.array_equal(whole[SHOT], b[0])   # the new person is restored at once
+
+
+@pytest.mark.timeout(300)
+def test_live_cut_list_counts_frames_read_so_dropped_frames_do_not_shift_it(tmp_path, tiny_net, two_shots,
+                                                                            dlib_detector):
+    """--shots FILE in live: the listed cut (frame 8 of the stream) falls on a dropped frame (7 and 8
+    dropped): the new shot starts at the next frame restored, read frame 9, and from there the output
+    is that of a stream starting at frame 9. Auto detection is off (a file), so the file alone says where."""
+    a, b = two_shots
+    stream = np.concatenate([a, b])
+    cuts = tmp_path / "cuts.txt"
+    cuts.write_text(f"{SHOT}\n")
+    reads = [t for t in range(2 * SHOT) if t not in (SHOT - 1, SHOT)]
+    whole, restorer = _live(tiny_net, dlib_detector, stream[reads], reads, shots=str(cuts))
+    assert restorer.cuts == [SHOT + 1] and restorer.tracks_started == 2
+    alone, _ = _live(tiny_net, dlib_detector, b[1:], range(SHOT + 1, 2 * SHOT), shots="off")
+    for t in range(SHOT - 1):
+        assert np.array_equal(whole[SHOT - 1 + t], alone[t]), t
+    # the same frames with the cut on a frame restored (nothing dropped there): the shot starts on it
+    kept = [t for t in range(2 * SHOT) if t not in (2, 3)]
+    _, restorer = _live(tiny_net, dlib_detector, stream[kept], kept, shots=str(cuts))
+    assert restorer.cuts == [SHOT]
+
+
+@pytest.mark.timeout(300)
+def test_live_command_takes_a_cut_list(tmp_path, tiny_weights, two_shots, capsys):
+    import cv2
+    from keep.cli import main
+    from keep.io.samples import write_sample_clip
+    a, b = two_shots
+    crops = [cv2.resize(f, (SIZE, SIZE), interpolation=cv2.INTER_AREA) for f in np.concatenate([a[:4], b[:4]])]
+    clip = write_sample_clip(crops, tmp_path / "crops.mp4", tone_hz=None)
+    cuts = tmp_path / "cuts.txt"
+    cuts.write_text("# first frame of each new shot\n4\n")
+    tiny = ["--aligned", "--weights", str(tiny_weights), "--device", "cpu", "--threads", "1", "--no-progress"]
+    assert main(["live", str(clip), "-o", str(tmp_path / "live.mp4"), "--shots", str(cuts), "--when-behind", "wait",
+                 *tiny]) == 0
+    out = capsys.readouterr().out
+    assert "8 frames read, 0 dropped" in out and "2 shot(s); cuts before frames 4" in out, out
+    # the cut list is an input: never the output, not even with --overwrite
+    listed = tmp_path / "listed.mp4"
+    listed.write_text("4\n")
+    assert main(["live", str(clip), "-o", str(listed), "--shots", str(listed), "--overwrite", *tiny]) == 1
+    assert "would replace the input" in capsys.readouterr().err and listed.read_text() == "4\n"
 
 
 def _faces(tracks, frames, detector, cuts=()):
@@ -185,12 +276,14 @@ def test_a_bad_cut_list_is_a_one_line_error(tmp_path, capsys):
     bad.write_text("12\n1:30\n")
     for value, message in ((str(tmp_path / "missing.txt"), "is neither auto, off nor a cut-list file"),
                            (str(bad), "cuts.txt:2: '1:30' is not a frame number")):
-        with pytest.raises(SystemExit) as exit_:
-            main(["restore", str(tmp_path), "-o", str(tmp_path / "out"), "--shots", value])
-        assert exit_.value.code == 2
-        err = capsys.readouterr().err
-        assert message in err and "Traceback" not in err
-    assert not (tmp_path / "out").exists()
+        for command in (["restore", str(tmp_path), "-o", str(tmp_path / "out")],
+                        ["live", str(bad), "-o", str(tmp_path / "out.mp4")]):
+            with pytest.raises(SystemExit) as exit_:
+                main(command + ["--shots", value])
+            assert exit_.value.code == 2
+            err = capsys.readouterr().err
+            assert message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.mp4").exists()
 
 
 def test_face_tracks_equal_interp_and_scipy_per_shot():

@@ -175,8 +175,10 @@ def test_latency_stays_bounded_when_the_restorer_is_slow(tmp_path, clip_ts, poli
     """A restorer 2x slower than the source (0.1 s per frame at 20 fps): dropping keeps latency near
     --max-latency; waiting lets it grow with the stream (the contrast shows the bound is the policy's)."""
     slow = 0.1
+    reads = []
 
-    def restorer(image, t):
+    def restorer(image, t, read):
+        reads.append(read)   # the frame's number among those read: a --shots cut list counts these
         time.sleep(slow)
         return image
     source = LiveInput(str(clip_ts))
@@ -188,6 +190,8 @@ def test_latency_stays_bounded_when_the_restorer_is_slow(tmp_path, clip_ts, poli
     frames, _ = decoded_frames(str(tmp_path / "out.ts"))
     assert summary.frames_read == 24
     assert len(frames) == summary.frames_written == summary.frames_read - summary.frames_dropped
+    assert len(reads) == len(frames) and reads == sorted(set(reads)) and reads[-1] < 24
+    assert (reads[-1] >= len(reads)) == (summary.frames_dropped > 0)   # the dropped frames' numbers are skipped
     if policy == "drop":
         assert summary.frames_dropped >= 6
         assert max(summary.latencies) < 0.25 + slow + 0.25          # max-latency + one restore + slack

@@ -292,7 +292,7 @@ class Shots:
         elif mode != "off":
             self.fixed = read_cut_list(Path(mode))
         self._fixed = set(self.fixed or ())
-        self._pushed = 0
+        self._last: Optional[int] = None   # push(): number of the previous frame pushed
         self.cuts: List[int] = []
 
     def annotate(self, frames: Iterable, image_of=lambda f: f.image) -> Iterator[Tuple[object, bool]]:
@@ -323,16 +323,23 @@ class Shots:
             self.cuts.append(index)
         return frame, cut
 
-    def push(self, image: np.ndarray) -> bool:
-        """Causal use (live): does this frame start a new shot? Decided from past frames only."""
-        index = self._pushed
-        self._pushed += 1
+    def push(self, image: np.ndarray, index: Optional[int] = None) -> bool:
+        """Causal use (live): does this frame start a new shot? Decided from past frames only.
+
+        ``index``: the frame's number among the frames read (default: the one after the previous push).
+        Live drops frames when it falls behind, and a cut list counts frames read: a listed cut on a
+        dropped frame starts the new shot at the next frame pushed, and ``cuts`` records that frame."""
+        last = self._last
+        index = (-1 if last is None else last) + 1 if index is None else int(index)
+        if last is not None and index <= last:
+            raise ValueError(f"frame {index} pushed after frame {last}: frames come in the order they were read")
+        self._last = index
         if self.detector is not None:
             if not self.detector.causal:
                 raise ValueError("push() is for causal detection; annotate() holds frames for the look-ahead")
             cut = bool(self.detector.push(image))
-        else:
-            cut = index in self._fixed
+        else:   # a listed cut in (last, index]; the first frame pushed starts the first shot anyway
+            cut = last is not None and any(last < c <= index for c in self.fixed or ())
         if cut:
             self.cuts.append(index)
         return cut

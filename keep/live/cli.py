@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from keep.io.errors import InputError
-from keep.restore.cli import _number, add_device_arguments
+from keep.restore.cli import _number, add_device_arguments, parse_shots
 
 EPILOG = """examples:
   keep live /dev/video0 -o call.mp4 --detector dlib             # webcam -> fragmented MP4, Ctrl-C to end
@@ -57,10 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faces.add_argument("--max-hold", type=int, default=10,
                        help="frames a face without detection keeps its last landmarks before its track ends "
                             "(default 10)")
-    faces.add_argument("--shots", choices=["auto", "off"], default="auto",
-                       help="shot cuts, found from past frames only, end every face track so no landmark or "
-                            "network state crosses a cut (default auto; hard cuts: dissolves and fades need "
-                            "look-ahead, see `keep restore --shots`)")
+    faces.add_argument("--shots", type=parse_shots, default="auto", metavar="auto|off|FILE",
+                       help="shot cuts end every face track so no landmark or network state crosses a cut: auto "
+                            "(hard cuts found from past frames only; dissolves and fades need look-ahead, see "
+                            "`keep restore --shots`; default), off, or a file listing the first frame of each new "
+                            "shot, counted in frames read (dropped frames included), e.g. from PySceneDetect")
     faces.add_argument("--min-face", type=float, default=48.0,
                        help="faces whose aligned crop covers fewer source pixels (side) are left untouched "
                             "(default 48; 0 = every face)")
@@ -112,6 +113,8 @@ def _validate(args: argparse.Namespace) -> None:
         from keep.io.outputs import refuse_overlap
         if source_kind(args.source) == "file":   # d/../d/c.mp4, links: compared resolved, not as text
             refuse_overlap([Path(args.source)], [Path(args.output)], fix="give another output file (-o)")
+        if args.shots not in ("auto", "off"):   # the cut list is the user's: never written over
+            refuse_overlap([Path(args.shots)], [Path(args.output)], fix="give another output file (-o)")
         if args.stats is not None:
             refuse_overlap([Path(args.source), Path(args.output)], [args.stats], fix="give another --stats file")
         if Path(args.output).exists() and not args.overwrite:

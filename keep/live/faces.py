@@ -73,7 +73,7 @@ class FrameReport:
 
 
 class LiveFaceRestorer:
-    """``process(image, time)`` -> the output frame, using nothing after ``time``.
+    """``process(image, time, read)`` -> the output frame, using nothing after ``time``.
 
     ``aligned``: frames are aligned face crops (resized to the network's size); the output is the
     restored crop. Otherwise faces are detected, tracked (one face near the centre, or all),
@@ -118,10 +118,12 @@ class LiveFaceRestorer:
     def output_size(self, width: int, height: int):
         return (self.size, self.size) if self.aligned else (width, height)
 
-    def process(self, image: np.ndarray, time: float) -> np.ndarray:
+    def process(self, image: np.ndarray, time: float, read: Optional[int] = None) -> np.ndarray:
+        """``read``: the frame's number among the frames read from the source (a --shots cut list counts
+        them, dropped frames included); default: frames processed so far."""
         index = self.index
         self.index += 1
-        cut = self.shots.push(image)
+        cut = self.shots.push(image, read)
         if self.aligned:
             if image.shape[:2] != (self.size, self.size):
                 image = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_LINEAR)

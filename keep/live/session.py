@@ -23,8 +23,8 @@ from tqdm import tqdm
 from keep.live.capture import CaptureThread, FrameQueue
 from keep.live.stream_io import LiveInput, LiveSink
 
-#: a restorer: (image (H, W, 3) uint8, time s) -> output image; ``output_size(w, h)`` gives its size
-Restorer = Callable[[np.ndarray, float], np.ndarray]
+#: a restorer: (image (H, W, 3) uint8, time s, number among the frames read) -> output image
+Restorer = Callable[[np.ndarray, float, int], np.ndarray]
 
 
 @dataclass
@@ -138,7 +138,7 @@ def run_session(source: LiveInput, output: str, restorer: Restorer, output_size,
                         break
                     continue
                 t0 = time.perf_counter()
-                image = restorer(item.frame.image, item.frame.time)
+                image = restorer(item.frame.image, item.frame.time, item.frame.index)
                 sink.write(image, item.frame.time)
                 emitted = time.perf_counter()
                 summary.latencies.append(emitted - item.captured_at)
