@@ -1,4 +1,4 @@
-"""`torchrun -m keep.cli restore FOLDER`: a folder sharded over 2 CPU processes (gloo), each input
+"""`torchrun -m keep.cli restore FOLDER`: a folder sharded over 2 CPU processes, each input
 restored exactly once, the same faces as a single-process run, resumable with --skip-existing."""
 import itertools
 import os
@@ -14,7 +14,7 @@ import pytest
 from keep.cli import main
 from keep.io import open_source
 from keep.io.samples import write_sample_clip
-from keep.restore.shard import Shard, shard_from_environment, split_by_size
+from keep.restore.shard import Shard, ShardGroup, shard_from_environment, split_by_size
 
 from test_restore import VIDEOS, decode, tiny_weights  # noqa: F401  (fixture)
 
@@ -39,6 +39,34 @@ def test_shard_from_torchrun_environment():
     assert shard_from_environment({}) is None
     assert shard_from_environment({"WORLD_SIZE": "1", "RANK": "0"}) is None
     assert shard_from_environment({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"}) == Shard(3, 4, 1)
+
+
+def test_group_broadcasts_and_gathers_through_a_store_in_call_order():
+    """Three ranks as threads over one in-memory store: every rank sees rank 0's values, rank 0
+    gets every rank's in rank order, and values of later calls never mix with earlier ones."""
+    import threading
+
+    import torch.distributed as dist
+
+    store, world = dist.HashStore(), 3
+    seen = {}
+
+    def rank_main(rank):
+        with ShardGroup(Shard(rank, world, rank), store=store) as group:
+            plan = group.broadcast({"plan": [4, 5]} if rank == 0 else "ignored")
+            first = group.gather((rank, "first"))
+            second = group.gather(rank * 10)
+            status = group.broadcast(7 if rank == 0 else None)
+        seen[rank] = (plan, first, second, status)
+
+    threads = [threading.Thread(target=rank_main, args=(rank,)) for rank in (2, 1, 0)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert seen[0] == ({"plan": [4, 5]}, [(0, "first"), (1, "first"), (2, "first")], [0, 10, 20], 7)
+    for rank in (1, 2):
+        assert seen[rank] == ({"plan": [4, 5]}, None, None, 7)
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,16 @@ rank with the least work so far (longest-processing-time scheduling). File size 
 Resuming: outputs are written atomically, so an existing output is a finished one; ``--skip-existing``
 leaves those out of the split, so a re-run restores only what is missing.
 
-The process group is gloo (CPU tensors; works with or without GPUs, across nodes over TCP) and is
-used only to broadcast the plan and gather the results, never on the frame path.
+The plan and the results travel through torchrun's rendezvous store (the TCP key-value store every
+rank already reaches, on one node or many), never on the frame path. No process group is made: a
+gloo group's worker threads free the last collective's tensors after the collective returns, and
+when that lands in interpreter shutdown the process aborts ("terminate called without an active
+exception", about 1 run in 20 here); a store has no worker threads.
 """
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, List, Optional, Sequence
@@ -73,35 +77,66 @@ def input_size(path) -> int:
 
 
 class ShardGroup:
-    """The gloo process group of a torchrun job, for the plan and the summary only."""
+    """Rank 0 to all and all to rank 0 through a key-value store, for the plan and the summary only.
 
-    def __init__(self, shard: Shard):
+    ``store`` is any ``torch.distributed.Store``; by default torchrun's (``env://``). Values are
+    pickled, as ``torch.distributed.broadcast_object_list`` would: every rank is this same program."""
+
+    # Keys of one job: torchrun's run id and restart count, so a restarted job never reads the
+    # values of the attempt before it from the agent's store, which outlives its workers.
+    _JOB = "keep-restore/{run}/{attempt}/"
+    # How long rank 0 waits, on leaving, for the others to have read its last value: only a store
+    # hosted by rank 0 itself (a launch without torchrun's agent) needs it, and a dead rank must
+    # not hold the job for long.
+    _LEAVE_TIMEOUT = timedelta(seconds=60)
+
+    def __init__(self, shard: Shard, store=None):
         self.shard = shard
+        self._store = store
+        self._count = 0
 
     def __enter__(self) -> "ShardGroup":
         import torch.distributed as dist
-        if not dist.is_initialized():
-            dist.init_process_group("gloo", timeout=GATHER_TIMEOUT)
+        if self._store is None:
+            store, _, _ = next(dist.rendezvous("env://", timeout=GATHER_TIMEOUT))
+            self._store = store
+        prefix = self._JOB.format(run=os.environ.get("TORCHELASTIC_RUN_ID", "none"),
+                                  attempt=os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+        self._store = dist.PrefixStore(prefix, self._store)
+        self._store.set_timeout(GATHER_TIMEOUT)
         return self
 
-    def __exit__(self, *exc) -> None:
-        import torch.distributed as dist
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    def __exit__(self, exc_type, *exc) -> None:
+        try:
+            self._store.set(f"left/{self.shard.rank}", b"1")
+        except RuntimeError:       # the store is gone (its host ended): nobody is left to tell
+            return
+        if self.shard.is_leader and exc_type is None:
+            others = [f"left/{rank}" for rank in range(1, self.shard.world_size)]
+            try:
+                self._store.wait(others, self._LEAVE_TIMEOUT)
+            except RuntimeError:   # a rank that died or is slow to leave; torchrun reports it
+                pass
+
+    def _key(self) -> str:
+        self._count += 1          # every rank makes the same calls in the same order
+        return f"{self._count}/"
 
     def broadcast(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank."""
-        import torch.distributed as dist
-        box = [value if self.shard.is_leader else None]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
+        key = self._key() + "value"
+        if self.shard.is_leader:
+            self._store.set(key, pickle.dumps(value))
+            return value
+        return pickle.loads(self._store.get(key))
 
     def gather(self, value: Any) -> Optional[List[Any]]:
         """Every rank's ``value`` on rank 0 (in rank order); None on the others."""
-        import torch.distributed as dist
-        boxes = [None] * self.shard.world_size if self.shard.is_leader else None
-        dist.gather_object(value, boxes, dst=0)
-        return boxes
+        key = self._key()
+        self._store.set(f"{key}{self.shard.rank}", pickle.dumps(value))
+        if not self.shard.is_leader:
+            return None
+        return [pickle.loads(self._store.get(f"{key}{rank}")) for rank in range(self.shard.world_size)]
 
 
 def select_gpu(shard: Shard, device: str) -> None:
