@@ -346,9 +346,19 @@ class _Run:
             raise
         finally:
             self.progress.close()
+            self._let_go()
         self.summary.seconds = time.perf_counter() - started
         self.summary.notes += [n for n in self.info.notes if n not in self.summary.notes]
         return self.summary
+
+    def _let_go(self) -> None:
+        """Break the run's reference cycles (its stages and progress bar call back into it) so the
+        decoder, the encoders and their codec threads are freed when the run returns, not at some
+        later garbage collection: a folder of clips would otherwise hold every clip's x264 and
+        decoder threads and buffers at once (47 threads after 5 clips, measured with gc off)."""
+        self.network = self.emitter = self.progress = None
+        self.writer = self.compare = None
+        self.source = None
 
     def _abort_writers(self) -> None:
         for writer in (self.writer, self.compare):
