@@ -12,6 +12,7 @@ import pytest
 from keep.cli import main
 from keep.io import writer as writer_module
 from keep.io.hdr import hdr_to_sdr, pq_to_nits
+from keep.io.hdr10 import Hdr10, read_hdr10
 from keep.io.source import open_source
 
 from shared_material import VIDEOS
@@ -22,6 +23,11 @@ pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.skipif(not (VIDEOS / "real_1.mp4").is_file(), reason=f"shared videos absent: {VIDEOS}")]
 BAND = 64          # rows of ramp above the face
 PQ_TAGS = {"colorspace": 9, "color_primaries": 9, "color_trc": 16}
+# A P3-D65 mastering display of 1000 / 0.005 cd/m2, MaxCLL 1000, MaxFALL 400 (x264's own syntax,
+# written by the encoder into the clip's SEI: an independent route to the values read back)
+MASTERING = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,50)"
+HDR10 = Hdr10(red=(34000, 16000), green=(13250, 34500), blue=(7500, 3000), white=(15635, 16450),
+              max_luminance=10000000, min_luminance=50, max_cll=1000, max_fall=400)
 
 
 def _y_plane(frame):
@@ -40,6 +46,11 @@ def _decode(path):
         return context.pix_fmt, tags, [_y_plane(f) for f in container.decode(stream)]
 
 
+def _hdr10_of(path):
+    with av.open(str(path)) as container:
+        return read_hdr10(next(container.decode(video=0)))
+
+
 @pytest.fixture(scope="module")
 def pq_clip(tmp_path_factory):
     faces = frames_of("real_1.mp4", 3, start=40)
@@ -49,7 +60,7 @@ def pq_clip(tmp_path_factory):
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=20)
         stream.width, stream.height, stream.pix_fmt = w, h + BAND, "yuv420p10le"
-        stream.options = {"crf": "4"}
+        stream.options = {"crf": "4", "x264-params": f"mastering-display={MASTERING}:cll=1000,400"}
         for key, value in PQ_TAGS.items():
             setattr(stream.codec_context, key, value)
         for i, face in enumerate(faces):
@@ -87,7 +98,7 @@ def test_ten_bit_pq_round_trip_keeps_depth_tags_and_levels(tmp_path, pq_clip, we
     if path == "device":   # the GPU compose path, on CPU tensors (tests/test_device_path.py)
         monkeypatch.setenv("KEEP_DEVICE_PATH", "force")
     with open_source(pq_clip) as source:
-        assert source.info.bit_depth == 10
+        assert source.info.bit_depth == 10 and source.info.hdr10 == HDR10
         frame = next(iter(source))
         assert frame.deep.dtype == np.uint16 and frame.image.dtype == np.uint8
     _, _, before = _decode(pq_clip)
@@ -95,9 +106,11 @@ def test_ten_bit_pq_round_trip_keeps_depth_tags_and_levels(tmp_path, pq_clip, we
     code, summary = _restore(pq_clip, tmp_path / "out", weights, capsys)
     assert code == 0
     assert "output: 10-bit H.264 High 10 (yuv420p10le), HDR tags of the input kept (PQ" in summary
+    assert "and its HDR10 metadata (mastering display 1000/0.005 cd/m2, MaxCLL 1000, MaxFALL 400)" in summary
     assert "1 track" in summary
     pix_fmt, tags, after = _decode(tmp_path / "out" / "pq.mp4")
     assert pix_fmt == "yuv420p10le" and tags == PQ_TAGS and len(after) == 3
+    assert _hdr10_of(tmp_path / "out" / "pq.mp4") == HDR10       # players tone-map it as the input
     for a, b in zip(before, after):
         assert _levels(b) >= _levels(a) - 2                       # 8 bits would leave about a quarter
         # the untouched band, up to the codec (its 16-row blocks next to the face row excluded)
@@ -111,6 +124,13 @@ def test_without_a_ten_bit_encoder_hdr_becomes_sdr_and_says_so(tmp_path, pq_clip
     assert code == 0 and "converted to SDR BT.709" in summary and "output: 8-bit H.264" in summary
     pix_fmt, tags, after = _decode(tmp_path / "out" / "pq.mp4")
     assert pix_fmt == "yuv420p" and tags == {"colorspace": 1, "color_primaries": 1, "color_trc": 1}
+    assert _hdr10_of(tmp_path / "out" / "pq.mp4") is None            # SDR now: no HDR10 metadata
+
+
+def test_hdr10_parameters_use_the_sei_units_and_skip_absent_parts():
+    assert HDR10.x264_params() == f"mastering-display={MASTERING}:cll=1000,400"
+    assert HDR10.x265_params() == f"master-display={MASTERING}:max-cll=1000,400"
+    assert Hdr10(max_cll=500, max_fall=100).x264_params() == "cll=500,100"
 
 
 def test_pq_to_sdr_reference_points():

@@ -17,6 +17,7 @@ from av.video.reformatter import Interpolation
 
 
 from keep.io.errors import InputError
+from keep.io.hdr10 import Hdr10, read_hdr10
 from keep.io.images import IMAGE_SUFFIXES, is_apple_double, list_frames, read_image
 from keep.io.outputs import describe_input_kind
 
@@ -69,6 +70,7 @@ class SourceInfo:
     color: Dict[str, int] = field(default_factory=dict)  # colorspace, color_primaries, color_trc tags
     stream: Optional[int] = None  # the container's index of the video stream read (None: a frame folder)
     bit_depth: int = 8            # bits per component of the input (frames of more than 8 carry ``deep``)
+    hdr10: Optional[Hdr10] = None  # mastering display / light levels of an HDR10 input (keep/io/hdr10.py)
 
     def note(self, text: str) -> None:
         if text and text not in self.notes:
@@ -206,6 +208,7 @@ class VideoSource(FrameSource):
             raise InputError(f"{self.path}: no frame could be decoded; the file looks empty, corrupt or "
                              f"truncated. Re-encode or re-download it.")
         self.rotation = self._upright_turns(self._first)
+        self.info.hdr10 = read_hdr10(self._first)
         if self.rotation % 2:
             self.info.width, self.info.height = self.info.height, self.info.width
         if self.rotation:

@@ -15,6 +15,7 @@ import av
 import numpy as np
 
 from keep.io.audio import AudioCopier
+from keep.io.hdr10 import Hdr10
 from keep.io.source import ACCURATE, to_8bit
 
 # Colour matrices swscale converts with (AVColorSpace values); others are left to its BT.601 default.
@@ -74,7 +75,7 @@ class VideoWriter:
     def __init__(self, path: Path, width: int, height: int, fps: Fraction, time_base: Fraction,
                  audio_from: Optional[Path] = None, crf: int = 18, preset: str = "medium",
                  color: Optional[Dict[str, int]] = None, deep: bool = False,
-                 tags: Optional[Dict[str, str]] = None):
+                 tags: Optional[Dict[str, str]] = None, hdr10: Optional[Hdr10] = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = partial_path(self.path)
@@ -103,8 +104,13 @@ class VideoWriter:
         stream.time_base = self.time_base
         stream.codec_context.time_base = self.time_base
         stream.options = {"crf": str(crf), "preset": preset}
+        # HDR10 static metadata into the SEI (keep/io/hdr10.py): kept with the HDR tags, dropped with
+        # them when the frames become SDR
+        hdr10 = hdr10 if (self.bit_depth > 8 and color.get("color_trc") in HDR_TRANSFERS) else None
         if codec == "libx265":
-            stream.options["x265-params"] = "log-level=error"
+            stream.options["x265-params"] = ":".join(["log-level=error"] + ([hdr10.x265_params()] if hdr10 else []))
+        elif hdr10 is not None:
+            stream.options["x264-params"] = hdr10.x264_params()
         # Same colour matrix and tags as the input, so players show unchanged pixels unchanged.
         for key, value in color.items():
             setattr(stream.codec_context, key, value)
@@ -114,6 +120,8 @@ class VideoWriter:
         self.description = f"{self.bit_depth}-bit {names[codec]} ({pix_fmt})"
         if color.get("color_trc") in HDR_TRANSFERS:
             self.description += f", HDR tags of the input kept ({HDR_TRANSFERS[color['color_trc']]})"
+        if hdr10 is not None:
+            self.description += f" and its HDR10 metadata ({hdr10.describe()})"
         if self.to_sdr is not None:
             self.description += (f": no 10-bit encoder in this PyAV build, so the {HDR_TRANSFERS[self.to_sdr]} "
                                  f"input was converted to SDR BT.709")

@@ -278,7 +278,7 @@ class _Run:
         self.retime = o.fps is not None and info.kind == "video"
         deep = needs_deep_output(info.bit_depth, info.color)   # 10-bit out for >8-bit or HDR in
         self.writer = VideoWriter(out, self.out_w, self.out_h, fps, time_base, audio_from=audio, crf=o.crf,
-                                  color=info.color, deep=deep, tags=window_tags(o.window))
+                                  color=info.color, deep=deep, tags=window_tags(o.window), hdr10=info.hdr10)
         self.summary.notes.append(f"output: {self.writer.description}")
         if self.writer.padded:
             self.summary.notes.append(f"odd size {self.out_w}x{self.out_h}: padded by one pixel to even "
@@ -287,7 +287,7 @@ class _Run:
             self.summary.notes.append(f"audio: {self.writer.audio.description}")
         if o.compare:
             self.compare = VideoWriter(compare_path, 2 * self.out_w, self.out_h, fps, time_base, audio_from=audio,
-                                       crf=o.crf, color=info.color, deep=deep)
+                                       crf=o.crf, color=info.color, deep=deep, hdr10=info.hdr10)
 
     # ------------------------------------------------------------------ main loop
     def execute(self) -> RunSummary:
