@@ -140,3 +140,21 @@ def test_pq_to_sdr_reference_points():
     sdr = hdr_to_sdr(gray.astype(np.uint16), 16)
     assert sdr[0, 0].tolist() == [0, 0, 0] and sdr[0, 2].tolist() == [255, 255, 255]
     assert (np.diff(sdr[0, :, 0].astype(int)) > 0).all() and sdr[0, 1, 0] == sdr[0, 1, 1] == sdr[0, 1, 2]
+
+
+def test_live_tone_maps_hdr_to_the_sdr_it_writes(tmp_path, pq_clip, weights, capsys):
+    """keep live writes 8-bit SDR: a PQ input is converted (keep/io/hdr.py) and the summary says so;
+    the ramp far from the face comes out as the SDR of the input's ramp, not as its raw PQ levels."""
+    out = tmp_path / "live.mp4"
+    assert main(["live", str(pq_clip), "-o", str(out), "--weights", str(weights), "--detector", "dlib",
+                 "--mask", "square", "--device", "cpu", "--no-progress", "--when-behind", "wait", "--crf", "4"]) == 0
+    assert "PQ (SMPTE ST 2084) HDR input converted to SDR BT.709" in capsys.readouterr().out
+    with av.open(str(pq_clip)) as container:
+        deep = next(container.decode(video=0)).reformat(format="rgb48le").to_ndarray()
+    with av.open(str(out)) as container:
+        written = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    band = slice(8, BAND - 16)
+    expected = hdr_to_sdr(deep, 16)[band].astype(int)
+    raw = (deep[band] / 257).astype(int)
+    assert np.abs(written[band].astype(int) - expected).mean() < 3
+    assert np.abs(written[band].astype(int) - raw).mean() > 6      # the untouched PQ levels: 3-14 off

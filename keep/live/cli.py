@@ -228,7 +228,7 @@ def main(args: argparse.Namespace) -> int:
         source.close()
         if lock is not None:
             lock.release()
-    summary.notes = notes + summary.notes
+    summary.notes = notes + ([source.note] if source.note else []) + summary.notes
     summary.notes.insert(0, f"when behind: {settings.when_behind}"
                          + (f" (max latency {settings.max_latency:g} s)" if settings.when_behind == "drop" else ""))
     if not args.aligned:

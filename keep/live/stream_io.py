@@ -18,7 +18,9 @@ import av
 import numpy as np
 
 from keep.io.errors import InputError
+from keep.io.hdr import hdr_to_sdr
 from keep.io.source import ACCURATE
+from keep.io.writer import HDR_TRANSFERS
 
 #: output time base: MPEG-TS's 90 kHz clock, exact for every common frame rate
 TIME_BASE = Fraction(1, 90000)
@@ -89,6 +91,11 @@ class LiveInput:
         rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
         self.fps = Fraction(rate) if rate else None
         self.frame_count = self._stream.frames or None
+        # HDR (PQ / HLG): the live encoder writes 8-bit SDR, so the frames are tone-mapped to SDR BT.709
+        # on decode (keep/io/hdr.py); 8-bit pixels of a PQ signal would play washed out and banded.
+        self.hdr_transfer = int(context.color_trc) if int(context.color_trc) in HDR_TRANSFERS else None
+        self.note = (f"{HDR_TRANSFERS[self.hdr_transfer]} HDR input converted to SDR BT.709 (keep live writes 8-bit SDR; "
+                     f"keep restore keeps HDR at 10 bits)" if self.hdr_transfer else None)
 
     def frames(self) -> Iterator[LiveFrame]:
         """Decoded frames with their times (s, from the stream's first timestamp). Missing or
@@ -102,7 +109,11 @@ class LiveInput:
             t = None if t is None else t - first
             if t is None or (last is not None and t <= last):
                 t = 0.0 if last is None else last + step
-            image = np.ascontiguousarray(frame.reformat(format="rgb24", interpolation=ACCURATE).to_ndarray())
+            if self.hdr_transfer:
+                deep = frame.reformat(format="rgb48le", interpolation=ACCURATE).to_ndarray()
+                image = np.ascontiguousarray(hdr_to_sdr(deep, self.hdr_transfer))
+            else:
+                image = np.ascontiguousarray(frame.reformat(format="rgb24", interpolation=ACCURATE).to_ndarray())
             yield LiveFrame(index, image, t)
             last = t
             index += 1
