@@ -63,3 +63,25 @@ def test_cut_list_file(tmp_path):
     path.write_text("12\nabc\n")
     with pytest.raises(ValueError, match="cuts.txt:2: 'abc' is not a frame number"):
         read_cut_list(path)
+
+
+def test_live_resets_after_a_dissolve_once_it_is_known():
+    """Causal (live) detection sees a dissolve only once it is over: the look-ahead detector running
+    beside it resets the state then (a late boundary), instead of carrying the first shot's state
+    through the whole second shot. Without it the causal detector finds nothing here."""
+    a, b = shot_clips.piece("real_1", 0, 70), shot_clips.piece("real_2", 40, 80)
+    length = 10
+    frames = a[:-length] + [shot_clips._mix(x, y, (j + 1) / (length + 1))
+                            for j, (x, y) in enumerate(zip(a[-length:], b[:length]))] + b[length:]
+    first, last = len(a) - length, len(a)          # the dissolve's frames, then the new shot's
+    causal_only = Shots("auto", causal=True)
+    causal_only.late = None
+    shots = Shots("auto", causal=True)
+    resets = [k for k, image in enumerate(frames) if shots.push(image)]
+    assert not any(causal_only.push(image) for image in frames)
+    assert len(resets) == 1 and shots.cuts == resets
+    (at, reset), = shots.late_cuts
+    assert first <= at <= last and reset == resets[0]
+    # known within the look-ahead (and its non-maximum suppression window) after the dissolve
+    assert last < reset <= last + 2 * shots.late.lookahead + shots.late.s.merge
+    assert find_cuts(frames) == [at]                 # where the offline detector puts it

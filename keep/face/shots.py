@@ -24,14 +24,17 @@ lies within ``merge`` frames (non-maximum suppression); hard cuts are exact and 
 
 :class:`ShotDetector` streams: ``push(image)`` returns the boundaries that became final; with
 look-ahead a frame's status is final ``settled`` frames later (about 22, up to 32 while candidates
-wait). ``causal=True`` (live) decides at once from the past only: hard cuts, without the return test.
+wait). ``causal=True`` (live) decides at once from the past only: hard cuts, without the return test;
+:class:`Shots` in a causal run adds the look-ahead detector's dissolves and fades as late boundaries
+(the state is reset when the transition is known, about 22 frames after its end).
 Precision and recall on a labelled set: tests/shot_clips.py, docs/restore.md ("Edited footage").
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from collections import deque
+from typing import Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -287,8 +290,16 @@ class Shots:
         self.mode = mode
         self.detector: Optional[ShotDetector] = None
         self.fixed: Optional[List[int]] = None
+        # Causal runs (live) also run the look-ahead detector beside the causal one: a dissolve or a
+        # fade is only known once it is over (about ``lookahead`` frames later), and then the state is
+        # reset at the frame being pushed, a late boundary, rather than carried for the rest of the shot.
+        self.late: Optional[ShotDetector] = None
+        self._read_of: Deque[int] = deque()   # late detector's frame number -> frame read, from _read_base
+        self._read_base = 0
+        self.late_cuts: List[Tuple[int, int]] = []   # (transition's first new frame, frame the reset came at)
         if mode == "auto":
             self.detector = ShotDetector(settings, causal=causal)
+            self.late = ShotDetector(settings, causal=False) if causal else None
         elif mode != "off":
             self.fixed = read_cut_list(Path(mode))
         self._fixed = set(self.fixed or ())
@@ -337,9 +348,30 @@ class Shots:
         if self.detector is not None:
             if not self.detector.causal:
                 raise ValueError("push() is for causal detection; annotate() holds frames for the look-ahead")
-            cut = bool(self.detector.push(image))
+            hard = bool(self.detector.push(image))
+            late = self._late_boundary(image, index)   # every frame goes to both detectors
+            cut = hard or late
         else:   # a listed cut in (last, index]; the first frame pushed starts the first shot anyway
             cut = last is not None and any(last < c <= index for c in self.fixed or ())
         if cut:
             self.cuts.append(index)
         return cut
+
+    def _late_boundary(self, image: np.ndarray, index: int) -> bool:
+        """Does the look-ahead detector close a gradual transition now? Only one that no cut since
+        (hard, at once) has already answered: after a cut the state is fresh anyway."""
+        if self.late is None:
+            return False
+        settled = self.late.settled        # boundaries decided now lie at or after it
+        while self._read_base < settled and self._read_of:
+            self._read_of.popleft()
+            self._read_base += 1
+        self._read_of.append(index)
+        late = False
+        for boundary in self.late.push(image):
+            at = self._read_of[boundary - self._read_base]
+            if self.cuts and self.cuts[-1] >= at - self.late.s.merge:
+                continue   # the causal detector's hard cut (at once), or a later cut: nothing carried
+            self.late_cuts.append((at, index))
+            late = True
+        return late

@@ -240,6 +240,10 @@ def main(args: argparse.Namespace) -> int:
         cuts = ", ".join(str(c) for c in restorer.cuts[:20]) + (", ..." if len(restorer.cuts) > 20 else "")
         summary.notes.append(f"{len(restorer.cuts) + 1} shot(s)" + (f"; cuts before frames {cuts}" if restorer.cuts
                                                                   else "; no cut found"))
+        if restorer.late_cuts:
+            late = ", ".join(f"{at} (reset at {reset})" for at, reset in restorer.late_cuts[:10])
+            summary.notes.append(f"{len(restorer.late_cuts)} dissolve(s) or fade(s), known only once over: "
+                                 f"new shot from frame {late}" + (", ..." if len(restorer.late_cuts) > 10 else ""))
     if summary.frames_written == 0:
         summary.notes.append("no frame was restored: the output holds no video")
     print(summary.describe(), file=log)

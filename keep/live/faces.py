@@ -109,6 +109,11 @@ class LiveFaceRestorer:
         return self.shots.cuts
 
     @property
+    def late_cuts(self):
+        """(first frame of the new shot, frame the state was reset at) of dissolves and fades."""
+        return self.shots.late_cuts
+
+    @property
     def size(self) -> int:
         return self.network.size
 
