@@ -135,6 +135,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch", type=_number(int, "a whole number", low=1), default=None,
                         help="at most this many faces per network call with --all-faces (default: from the "
                              "device's free memory); lower it if the GPU runs out of memory")
+    parser.add_argument("--frame-memory", type=_number(float, "a number of GiB", low=0.0), default=None,
+                        metavar="GIB",
+                        help="GiB of decoded frames held in memory; beyond it new frames wait in temporary files "
+                             "next to the output (default: a quarter of the available memory, at most 4; "
+                             "matters for 4K at 10 bits and 8K)")
     add_device_arguments(parser, strict_fp32=True)
     parser.add_argument("--max-gap", type=_number(int, "a whole number", low=0), default=20,
                         help="frames without a detection bridged by interpolation inside a track (default 20)")
@@ -301,7 +306,7 @@ def _make_restorer(args: argparse.Namespace, progress_bars: bool):
         all_faces=args.all_faces, window=args.window, reset_state_per_window=args.reset_state_per_window,
         image_baseline=args.image_baseline, upscale=args.upscale, bg_upsampler=args.bg_upsampler,
         bg_tile=args.bg_tile, face_upsample=args.face_upsample, mask=args.mask, draw_box=args.draw_box,
-        fps=args.fps, stream=args.stream, max_batch=args.max_batch, device=args.device,
+        fps=args.fps, stream=args.stream, max_batch=args.max_batch, frame_memory=args.frame_memory, device=args.device,
         precision=args.precision, sigma=args.smooth_sigma, max_gap=args.max_gap, shots=args.shots,
         min_face=args.min_face, save_faces=args.save_faces, save_cropped=args.save_cropped,
         save_frames=args.save_frames, compare=args.compare, overwrite=args.overwrite, crf=args.crf,

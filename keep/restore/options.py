@@ -40,6 +40,7 @@ class RestoreOptions:
     progress: bool = True
     overlap: Optional[bool] = None        # decode, network, paste-back + encode in threads; None = on a GPU only
     max_batch: Optional[int] = None       # faces per network call (None: from the device's free memory)
+    frame_memory: Optional[float] = None  # GiB of frames held in memory, beyond it in temporary files (None: auto)
     device_path: str = "auto"             # internal (CI): "force" runs the GPU code path on any device (see
                                           # keep/restore/device_geometry.py: device_path_forced)
     backend: str = "torch"                # "torch", or "onnxruntime" / "openvino" (keep/deploy)

@@ -48,6 +48,7 @@ from keep.io.source import Frame, SourceInfo, open_source
 from keep.io.writer import VideoWriter, needs_deep_output
 from keep.restore import device_geometry
 from keep.restore.batching import BatchRestorer, Crop, default_max_batch
+from keep.restore.frame_spill import GIB, FrameSpill, default_budget
 from keep.restore.options import RestoreOptions
 from keep.restore.progress import RunProgress, default_window
 from keep.restore.window_tag import window_tags
@@ -308,7 +309,10 @@ class _Run:
         frame_bytes = self.info.width * self.info.height * 3 * (2 if self.info.bit_depth > 8 else 1)
         queued = int(max(2, min(2 * o.window, HOST_QUEUE_BYTES // max(frame_bytes, 1))))
         self.emitter = Stage("paste-back and encoding", self._emit, maxsize=queued, threaded=threaded)
-        frames = prefetch(_owned(self.source) if threaded else self.source, size=min(8, queued), threaded=threaded)
+        budget = default_budget() if o.frame_memory is None else int(o.frame_memory * GIB)
+        self.spill = FrameSpill(budget, self.summary.output.parent)
+        decoded = self.spill.admit_all(_owned(self.source) if threaded else self.source)
+        frames = prefetch(decoded, size=min(8, queued), threaded=threaded)
         try:
             self._open_writers()   # inside: if the compare file cannot be made, the main one goes too
             for frame, cut in self.shots.annotate(frames):
@@ -349,6 +353,8 @@ class _Run:
             self._let_go()
         self.summary.seconds = time.perf_counter() - started
         self.summary.notes += [n for n in self.info.notes if n not in self.summary.notes]
+        if self.spill.describe():
+            self.summary.notes.append(self.spill.describe())
         return self.summary
 
     def _let_go(self) -> None:
@@ -597,6 +603,7 @@ class _Run:
                 write_image(self.extra_dir / "cropped_faces" / name, _numpy(face.crop))
         if self.o.save_frames:
             write_image(self.extra_dir / "final_frames" / f"{index:08d}.png", output)
+        self.spill.release(frame)
         # the frames bar counts frames written, i.e. restored; faces leaving the network move the second bar
         self.progress.written(len(slot.faces))
         if self.on_frame is not None:
