@@ -58,9 +58,15 @@ def test_first_frame_is_held_in_memory_even_over_the_budget(tmp_path):
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_restore_with_spilled_frames_writes_the_same_frames(tmp_path, weights, wild_clip, capsys):  # noqa: F811
-    """The frames handed to the encoder (--save-frames) are the same bytes. (The MP4s are compared
-    by frame count only: x264 here does not encode the same frames to the same bytes run to run.)"""
+@pytest.mark.parametrize("path", ["opencv", "device"])
+def test_restore_with_spilled_frames_writes_the_same_frames(tmp_path, weights, wild_clip, capsys,  # noqa: F811
+                                                            monkeypatch, path):
+    """The frames handed to the encoder (--save-frames) are the same bytes, on the CPU path and on the
+    GPU path (on CPU tensors, with its stage threads: frames admitted by the decoding thread, released
+    by the encoding one). The MP4s are compared by frame count only: x264 here does not encode the
+    same frames to the same bytes run to run (docs/restore.md)."""
+    if path == "device":
+        monkeypatch.setenv("KEEP_DEVICE_PATH", "force")
     common = [str(wild_clip), "--weights", str(weights), "--detector", "dlib", "--window", "3",
               "--no-progress", "--device", "cpu", "--save-frames"]
     assert main(["restore", *common, "-o", str(tmp_path / "memory")]) == 0
