@@ -51,6 +51,22 @@ def test_frames_beyond_the_budget_are_mapped_from_unlinked_files(tmp_path, deep)
     assert "3 frames" in spill.describe() and "--frame-memory" in spill.describe()
 
 
+def test_a_full_disk_names_the_folder_and_the_option(tmp_path, monkeypatch):
+    from keep.restore import frame_spill
+    from keep.restore.preflight import describe_os_error
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(frame_spill.tempfile, "mkstemp", full)
+    spill = FrameSpill(budget=1, folder=tmp_path)
+    spill.admit(_frame(0))
+    with pytest.raises(OSError) as caught:
+        spill.admit(_frame(1))
+    assert describe_os_error(caught.value) == (
+        f"cannot read or write {tmp_path}: No space left on device (frames beyond --frame-memory 0.00 GiB wait "
+        f"in temporary files there; free some space or raise --frame-memory)")
+
+
 def test_first_frame_is_held_in_memory_even_over_the_budget(tmp_path):
     spill = FrameSpill(budget=1, folder=tmp_path)
     assert not isinstance(spill.admit(_frame(0)).image, np.memmap)

@@ -87,15 +87,20 @@ class FrameSpill:
             yield self.admit(frame)
 
     def _to_disk(self, array: np.ndarray) -> np.ndarray:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".keep-frame-", suffix=".raw", dir=self.folder)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(memoryview(np.ascontiguousarray(array)).cast("B"))
-            # copy-on-write: a consumer that writes into a frame gets private pages, never an error
-            return np.memmap(name, dtype=array.dtype, mode="c", shape=array.shape)
-        finally:
-            os.unlink(name)   # the map holds the data; nothing is left behind, whatever happens next
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=".keep-frame-", suffix=".raw", dir=self.folder)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(memoryview(np.ascontiguousarray(array)).cast("B"))
+                # copy-on-write: a consumer that writes into a frame gets private pages, never an error
+                return np.memmap(name, dtype=array.dtype, mode="c", shape=array.shape)
+            finally:
+                os.unlink(name)   # the map holds the data; nothing is left behind, whatever happens next
+        except OSError as err:   # a full disk, a read-only folder: say what the files were for
+            raise OSError(err.errno, f"{err.strerror or err} (frames beyond --frame-memory "
+                                     f"{self.budget / GIB:.2f} GiB wait in temporary files there; free some space "
+                                     f"or raise --frame-memory)", str(self.folder)) from err
 
     def describe(self) -> Optional[str]:
         if not self.spilled_frames:
