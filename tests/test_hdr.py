@@ -152,9 +152,48 @@ def test_live_tone_maps_hdr_to_the_sdr_it_writes(tmp_path, pq_clip, weights, cap
     with av.open(str(pq_clip)) as container:
         deep = next(container.decode(video=0)).reformat(format="rgb48le").to_ndarray()
     with av.open(str(out)) as container:
+        context = container.streams.video[0].codec_context
+        assert {k: int(getattr(context, k)) for k in PQ_TAGS} == {"colorspace": 1, "color_primaries": 1, "color_trc": 1}
         written = next(container.decode(video=0)).to_ndarray(format="rgb24")
     band = slice(8, BAND - 16)
     expected = hdr_to_sdr(deep, 16)[band].astype(int)
     raw = (deep[band] / 257).astype(int)
     assert np.abs(written[band].astype(int) - expected).mean() < 3
     assert np.abs(written[band].astype(int) - raw).mean() > 6      # the untouched PQ levels: 3-14 off
+
+
+def test_live_keeps_the_inputs_colour_tags_and_matrix(tmp_path, weights, capsys):
+    """A BT.709-tagged clip through keep live: the output carries the same tags and is converted with
+    the same matrix (keep restore's rule), so the untouched band decodes to the input's colours. The
+    earlier sink wrote untagged BT.601, which an HD player reads as BT.709: a colour shift."""
+    faces = frames_of("real_1.mp4", 3, start=40)
+    h, w = faces[0].shape[:2]
+    band = np.zeros((BAND, w, 3), np.uint8)
+    band[..., 0], band[..., 1], band[..., 2] = 200, 60, np.linspace(20, 230, w)[None, :]   # saturated colours
+    clip = tmp_path / "bt709.mp4"
+    tags = {"colorspace": 1, "color_primaries": 1, "color_trc": 1}
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("libx264", rate=20)
+        stream.width, stream.height, stream.pix_fmt = w, h + BAND, "yuv420p"
+        stream.options = {"crf": "4"}
+        for key, value in tags.items():
+            setattr(stream.codec_context, key, value)
+        for i, face in enumerate(faces):
+            frame = av.VideoFrame.from_ndarray(np.concatenate([band, face]), format="rgb24")
+            frame = frame.reformat(format="yuv420p", dst_colorspace=1)
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    out = tmp_path / "live.mp4"
+    assert main(["live", str(clip), "-o", str(out), "--weights", str(weights), "--detector", "dlib",
+                 "--mask", "square", "--device", "cpu", "--no-progress", "--when-behind", "wait", "--crf", "4"]) == 0
+    with av.open(str(out)) as container:
+        context = container.streams.video[0].codec_context
+        assert {k: int(getattr(context, k)) for k in tags} == tags
+        written = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    with av.open(str(clip)) as container:
+        original = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    rows = slice(8, BAND - 16)
+    assert np.abs(written[rows].astype(int) - original[rows]).mean() < 2

@@ -43,6 +43,19 @@ def deep_encoder() -> Optional[str]:
     return None
 
 
+def color_tags(color: Optional[Dict[str, int]]) -> Dict[str, int]:
+    """The input's colour tags worth copying: 0 (reserved) and 2 (unspecified) are left out."""
+    return {k: v for k, v in (color or {}).items() if v not in (0, 2)}
+
+
+def tag_stream(stream, color: Dict[str, int]) -> Optional[int]:
+    """Give ``stream`` the colour tags ``color`` and return the swscale matrix to convert RGB with, so
+    players show unchanged pixels unchanged (None: swscale's BT.601 default, for untagged video)."""
+    for key, value in color.items():
+        setattr(stream.codec_context, key, value)
+    return _SWS_MATRIX.get(color.get("colorspace"))
+
+
 def needs_deep_output(bit_depth: int, color: Optional[Dict[str, int]]) -> bool:
     """More than 8 bits in, or HDR tags (PQ / HLG): the output is written at 10 bits."""
     return bit_depth > 8 or (color or {}).get("color_trc") in HDR_TRANSFERS
@@ -83,7 +96,7 @@ class VideoWriter:
         self.padded = (width % 2, height % 2) != (0, 0)
         self.time_base = Fraction(time_base)
         self.frames = 0
-        color = {k: v for k, v in (color or {}).items() if v not in (0, 2)}  # 0 / 2: reserved / unspecified
+        color = color_tags(color)
         # ``deep``: 10 bits (input of more than 8 bits, or HDR tags) where an encoder can, else 8 bits
         # converted to SDR BT.709 (keep.io.hdr): never 8-bit pixels under HDR tags
         codec = deep_encoder() if deep else None
@@ -111,10 +124,7 @@ class VideoWriter:
             stream.options["x265-params"] = ":".join(["log-level=error"] + ([hdr10.x265_params()] if hdr10 else []))
         elif hdr10 is not None:
             stream.options["x264-params"] = hdr10.x264_params()
-        # Same colour matrix and tags as the input, so players show unchanged pixels unchanged.
-        for key, value in color.items():
-            setattr(stream.codec_context, key, value)
-        self._matrix = _SWS_MATRIX.get(color.get("colorspace"))
+        self._matrix = tag_stream(stream, color)   # the input's matrix and tags
         self._format = pix_fmt
         names = {"libx264": "H.264 High 10" if self.bit_depth > 8 else "H.264", "libx265": "HEVC Main 10"}
         self.description = f"{self.bit_depth}-bit {names[codec]} ({pix_fmt})"

@@ -120,7 +120,8 @@ def run_session(source: LiveInput, output: str, restorer: Restorer, output_size,
         summary.notes.append("the source gives no frame rate; 30 fps assumed for the encoder")
     capacity = settings.queue or max(2, int(np.ceil(settings.max_latency * float(fps))) + 1)
     queue = FrameQueue(settings.when_behind, settings.max_latency, capacity)
-    sink = LiveSink(output, *output_size, fps, settings.crf, settings.preset, settings.overwrite)
+    sink = LiveSink(output, *output_size, fps, settings.crf, settings.preset, settings.overwrite,
+                    color=getattr(source, "color", None))
     capture = CaptureThread(source, queue, settings.realtime, settings.max_frames)
     bar = tqdm(unit="frame", desc="live", disable=not settings.progress, total=source.frame_count)
     restore_ema = 0.0

@@ -20,7 +20,7 @@ import numpy as np
 from keep.io.errors import InputError
 from keep.io.hdr import hdr_to_sdr
 from keep.io.source import ACCURATE
-from keep.io.writer import HDR_TRANSFERS
+from keep.io.writer import HDR_TRANSFERS, color_tags, tag_stream
 
 #: output time base: MPEG-TS's 90 kHz clock, exact for every common frame rate
 TIME_BASE = Fraction(1, 90000)
@@ -96,6 +96,9 @@ class LiveInput:
         self.hdr_transfer = int(context.color_trc) if int(context.color_trc) in HDR_TRANSFERS else None
         self.note = (f"{HDR_TRANSFERS[self.hdr_transfer]} HDR input converted to SDR BT.709 (keep live writes 8-bit SDR; "
                      f"keep restore keeps HDR at 10 bits)" if self.hdr_transfer else None)
+        # the colour tags the output copies (keep restore's rule): BT.709 once HDR is converted to SDR
+        self.color = ({"colorspace": 1, "color_primaries": 1, "color_trc": 1} if self.hdr_transfer else
+                      color_tags({k: int(getattr(context, k)) for k in ("colorspace", "color_primaries", "color_trc")}))
 
     def frames(self) -> Iterator[LiveFrame]:
         """Decoded frames with their times (s, from the stream's first timestamp). Missing or
@@ -149,7 +152,7 @@ class LiveSink:
     """
 
     def __init__(self, target: str, width: int, height: int, fps: Fraction, crf: int = 23,
-                 preset: str = "veryfast", overwrite: bool = False):
+                 preset: str = "veryfast", overwrite: bool = False, color: Optional[Dict[str, int]] = None):
         self.target = target
         fmt, self.kind = sink_format(target)
         if self.kind == "file":
@@ -176,6 +179,7 @@ class LiveSink:
         gop = max(1, round(float(fps)))   # a keyframe (a new MP4 fragment) every second
         stream.options = {"crf": str(crf), "preset": preset, "tune": "zerolatency", "g": str(gop),
                           "bf": "0"}
+        self._matrix = tag_stream(stream, color_tags(color))   # the input's matrix and tags, as keep restore
         self._stream = stream
 
     def write(self, image: np.ndarray, time: float) -> None:
@@ -183,7 +187,7 @@ class LiveSink:
         if self.padded:
             image = np.pad(image, ((0, self.height % 2), (0, self.width % 2), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        frame = frame.reformat(format="yuv420p", interpolation=ACCURATE)
+        frame = frame.reformat(format="yuv420p", interpolation=ACCURATE, dst_colorspace=self._matrix)
         pts = int(round(time / TIME_BASE))
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1     # a container needs increasing times: told in the summary
