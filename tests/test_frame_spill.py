@@ -67,6 +67,18 @@ def test_a_full_disk_names_the_folder_and_the_option(tmp_path, monkeypatch):
         f"in temporary files there; free some space or raise --frame-memory)")
 
 
+def test_default_budget_is_a_quarter_of_what_is_free_shared_by_a_nodes_processes(monkeypatch):
+    from keep.restore import batching
+    from keep.restore.frame_spill import GIB, default_budget
+    monkeypatch.setattr(batching, "available_memory", lambda device: 8 * GIB)
+    assert default_budget({}) == 2 * GIB
+    assert default_budget({"LOCAL_WORLD_SIZE": "4"}) == GIB // 2
+    monkeypatch.setattr(batching, "available_memory", lambda device: 64 * GIB)
+    assert default_budget({}) == 4 * GIB                       # capped
+    monkeypatch.setattr(batching, "available_memory", lambda device: None)
+    assert default_budget({}) == 4 * GIB                       # unknown (not Linux): the cap
+
+
 def test_first_frame_is_held_in_memory_even_over_the_budget(tmp_path):
     spill = FrameSpill(budget=1, folder=tmp_path)
     assert not isinstance(spill.admit(_frame(0)).image, np.memmap)

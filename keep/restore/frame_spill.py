@@ -30,13 +30,15 @@ DEFAULT_CAP = 4 * GIB       # the most an automatic budget takes ...
 AVAILABLE_SHARE = 0.25      # ... and at most this share of the memory available at the start
 
 
-def default_budget() -> int:
+def default_budget(environ=os.environ) -> int:
     """A quarter of the host's available memory, at most 4 GiB: 4K 8-bit video (2.2 GB) stays in
-    memory on a 16 GB machine; 4K 10-bit and 8K spill."""
+    memory on a 16 GB machine; 4K 10-bit and 8K spill. Under torchrun the processes of a node share
+    that quarter (``LOCAL_WORLD_SIZE``)."""
     from keep.restore.batching import available_memory
     import torch
     free = available_memory(torch.device("cpu"))
-    return DEFAULT_CAP if free is None else int(min(DEFAULT_CAP, AVAILABLE_SHARE * free))
+    budget = DEFAULT_CAP if free is None else min(DEFAULT_CAP, AVAILABLE_SHARE * free)
+    return int(budget / max(1, int(environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
 
 
 def frame_bytes(frame: Frame) -> int:
