@@ -37,6 +37,8 @@ CASES = [
     ("window-zero", ["{clip}", "-o", "{out}", "--window", "0"], 2, "out of range"),
     ("sigma-negative", ["{clip}", "-o", "{out}", "--smooth-sigma", "-1"], 2, "out of range"),
     ("sigma-nan", ["{clip}", "-o", "{out}", "--smooth-sigma", "nan"], 2, "is not a number"),
+    ("frame-memory-negative", ["{clip}", "-o", "{out}", "--frame-memory", "-1"], 2, "out of range"),
+    ("frame-memory-inf", ["{clip}", "-o", "{out}", "--frame-memory", "inf"], 2, "is not a number of GiB"),
     ("bad-input-before-missing-weights", ["{broken}", "-o", "{out}", "--weights", "{missing}"], 1, "broken.mp4"),
     # keep/io/outputs.py: outputs never resolve to, lie inside or contain an input; a loop is one line
     ("output-symlink-loop", ["{clip}", "-o", "{loop}/results"], 1, "points back to itself"),
