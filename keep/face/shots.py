@@ -31,9 +31,9 @@ Precision and recall on a labelled set: tests/shot_clips.py, docs/restore.md ("E
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from collections import deque
 from typing import Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
