@@ -353,8 +353,9 @@ class _Run:
             self._let_go()
         self.summary.seconds = time.perf_counter() - started
         self.summary.notes += [n for n in self.info.notes if n not in self.summary.notes]
-        if self.spill.describe():
-            self.summary.notes.append(self.spill.describe())
+        spilled = self.spill.describe()
+        if spilled:
+            self.summary.notes.append(spilled)
         return self.summary
 
     def _let_go(self) -> None:
