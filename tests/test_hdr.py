@@ -46,6 +46,29 @@ def _decode(path):
         return context.pix_fmt, tags, [_y_plane(f) for f in container.decode(stream)]
 
 
+def _encode_tagged(path, images, tags, options=None):
+    """RGB frames (uint8: 8-bit yuv420p, uint16: 10-bit) as a near-lossless H.264 clip with colour
+    ``tags``, converted with their matrix."""
+    deep = images[0].dtype == np.uint16
+    pix_fmt = "yuv420p10le" if deep else "yuv420p"
+    h, w = images[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=20)
+        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+        stream.options = {"crf": "4", **(options or {})}
+        for key, value in tags.items():
+            setattr(stream.codec_context, key, value)
+        for i, image in enumerate(images):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb48le" if deep else "rgb24")
+            frame = frame.reformat(format=pix_fmt, dst_colorspace=tags["colorspace"])
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
 def _hdr10_of(path):
     with av.open(str(path)) as container:
         return read_hdr10(next(container.decode(video=0)))
@@ -57,23 +80,13 @@ def pq_clip(tmp_path_factory):
     h, w = faces[0].shape[:2]
     ramp = np.linspace(24000, 27500, w)               # about 54 ten-bit levels across the width
     path = tmp_path_factory.mktemp("hdr") / "pq.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=20)
-        stream.width, stream.height, stream.pix_fmt = w, h + BAND, "yuv420p10le"
-        stream.options = {"crf": "4", "x264-params": f"mastering-display={MASTERING}:cll=1000,400"}
-        for key, value in PQ_TAGS.items():
-            setattr(stream.codec_context, key, value)
-        for i, face in enumerate(faces):
-            image = np.empty((h + BAND, w, 3), np.uint16)
-            image[:BAND] = np.round(ramp)[None, :, None].astype(np.uint16)
-            image[BAND:] = face.astype(np.uint16) * 257
-            frame = av.VideoFrame.from_ndarray(image, format="rgb48le").reformat(format="yuv420p10le",
-                                                                                  dst_colorspace=9)
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
+    images = []
+    for face in faces:
+        image = np.empty((h + BAND, w, 3), np.uint16)
+        image[:BAND] = np.round(ramp)[None, :, None].astype(np.uint16)
+        image[BAND:] = face.astype(np.uint16) * 257
+        images.append(image)
+    _encode_tagged(path, images, PQ_TAGS, {"x264-params": f"mastering-display={MASTERING}:cll=1000,400"})
     return path
 
 
@@ -172,20 +185,7 @@ def test_live_keeps_the_inputs_colour_tags_and_matrix(tmp_path, weights, capsys)
     band[..., 0], band[..., 1], band[..., 2] = 200, 60, np.linspace(20, 230, w)[None, :]   # saturated colours
     clip = tmp_path / "bt709.mp4"
     tags = {"colorspace": 1, "color_primaries": 1, "color_trc": 1}
-    with av.open(str(clip), "w") as container:
-        stream = container.add_stream("libx264", rate=20)
-        stream.width, stream.height, stream.pix_fmt = w, h + BAND, "yuv420p"
-        stream.options = {"crf": "4"}
-        for key, value in tags.items():
-            setattr(stream.codec_context, key, value)
-        for i, face in enumerate(faces):
-            frame = av.VideoFrame.from_ndarray(np.concatenate([band, face]), format="rgb24")
-            frame = frame.reformat(format="yuv420p", dst_colorspace=1)
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
+    _encode_tagged(clip, [np.concatenate([band, face]) for face in faces], tags)
     out = tmp_path / "live.mp4"
     assert main(["live", str(clip), "-o", str(out), "--weights", str(weights), "--detector", "dlib",
                  "--mask", "square", "--device", "cpu", "--no-progress", "--when-behind", "wait", "--crf", "4"]) == 0
